@@ -1,0 +1,2 @@
+//! nc-math
+pub mod metrics;

@@ -1,0 +1,41 @@
+//! `nclab`: does the choice of classification loss matter once a network is large and
+//! trained long? See the README for the commands and the metric definitions.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "nclab", version, about = "Neural-collapse toolkit: train, measure, solve the UFM, compare losses")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compute every neural-collapse metric of a feature file (.npz, .safetensors or a directory of .npy).
+    Analyze(cmd::analyze::Args),
+    /// Solve the unconstrained feature model for one loss and check it against the closed-form optimum.
+    Ufm(cmd::ufm::Args),
+    /// Probe the UFM landscape: random restarts and curvature at critical points.
+    Landscape(cmd::landscape::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Ufm(args) => cmd::ufm::run(args),
+        Command::Landscape(args) => cmd::landscape::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            // 2 = bad input or a failed run, the same status clap uses for bad arguments.
+            ExitCode::from(2)
+        }
+    }
+}
