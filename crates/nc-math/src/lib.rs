@@ -1,2 +1,8 @@
-//! nc-math
+//! Neural-collapse mathematics in f64: the metric specification and its streaming
+//! accumulator, losses in closed form, the unconstrained feature model. No deep-learning
+//! framework: this crate builds and tests in seconds.
+
+pub mod error;
 pub mod metrics;
+
+pub use error::{Error, Result};
