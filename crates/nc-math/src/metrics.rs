@@ -1,0 +1,940 @@
+//! The neural-collapse metric specification (DESIGN.md) and its two-phase streaming
+//! accumulator.
+//!
+//! Notation: N samples h_i (dimension d) with labels y_i in 0..K, class counts n_k, class
+//! means mu_k, global mean mu_G (the sample mean of all features), M = [mu_k - mu_G]
+//! (d x K), classifier W (K x d) with bias b, Wc = W minus its mean row, and
+//! P = (I_K - 11^T/K) / sqrt(K-1).
+//!
+//! | name | formula |
+//! |---|---|
+//! | `nc1` | tr(Sigma_W Sigma_B^+) / K, Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T, Sigma_B = M M^T / K |
+//! | `nc2` | \|\| Wc Wc^T / \|\|Wc Wc^T\|\|_F - P \|\|_F |
+//! | `nc3` | \|\| Wc M / \|\|Wc M\|\|_F - P \|\|_F |
+//! | `nc4` | fraction of samples where argmax_k (W h + b)_k differs from argmin_k \|\|h - m_k\|\| (m_k: reference means) |
+//! | `bias_relation` | \|\| W mu_G + b \|\|_2 |
+//! | `accuracy` | fraction with argmax_k (W h + b)_k = y |
+//! | `ncc_accuracy` | fraction with argmin_k \|\|h - m_k\|\| = y |
+//! | `equinorm_w`, `equinorm_h` | std / mean (ddof 0) of the row norms of Wc / the column norms of M |
+//! | `equiangle_w`, `equiangle_h` | mean over pairs k < l of \|cos(v_k, v_l) + 1/(K-1)\| for the rows of Wc / columns of M |
+//! | `nc2_means` | \|\| M^T M / \|\|M^T M\|\|_F - P \|\|_F |
+//! | `cdnv` | mean over pairs k < l of (var_k + var_l) / (2 \|\|mu_k - mu_l\|\|^2), var_k = mean over class k of \|\|h - mu_k\|\|^2 |
+//!
+//! Ties in argmax/argmin go to the lowest class index (numpy's convention).
+//!
+//! # How it is computed
+//! Sigma_B has rank <= K-1. With the thin SVD M = U S V^T, truncated to the singular values
+//! above 1e-8 times the largest (their number is `sigma_b_rank`),
+//! nc1 = sum_j (1/N) sum_i (u_j^T (h_i - mu_{y_i}))^2 / s_j^2. So NC1 needs only the
+//! projections U^T (h_i - mu_{y_i}): O(N d K) time, O(d K) memory, no d x d matrix.
+//!
+//! Phase 1 ([`MeanAccumulator`]) sums features per class. Phase 2 ([`MetricsPlan`] +
+//! [`ScatterAccumulator`]) centres each sample on its own class mean first (so nothing
+//! cancels when NC1 -> 0 or the features carry a large common offset), then applies one
+//! matrix product with the functionals [W^T | U | Q C] where Q C is the reference means'
+//! centred matrix projected on its own truncated singular basis Q. The logits follow as
+//! W (h - mu_y) + (W mu_y + b), the NCC distances as
+//! ||Q^T (h - m_k)||^2 = ||q||^2 + 2 q.(a_y - c_k) + ||a_y - c_k||^2 with q = Q^T (h - mu_y),
+//! a_y = Q^T (mu_y - m_G), c_k = Q^T (m_k - m_G); the part of h - m_k outside span(Q) is the
+//! same for every k up to the truncated singular values (below 1e-8 of the largest).
+//! Both phases take batches in any order and merge across shards.
+
+use crate::{Error, Result};
+use faer::linalg::matmul::matmul;
+use faer::{Accum, Mat, MatRef, Par};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Relative cutoff on the singular values of the centred class means (DESIGN.md).
+pub const RANK_CUTOFF: f64 = 1e-8;
+
+/// Rows per block of the phase-2 matrix product (and the unit of parallel work).
+const BLOCK_ROWS: usize = 256;
+
+/// A feature element type: whatever the input precision, everything accumulates in f64.
+pub trait Feature: Copy + Send + Sync + 'static {
+    fn to_f64(self) -> f64;
+}
+
+impl Feature for f32 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Feature for f64 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+/// The last layer: logits z = W h + b with W (K x d, row-major) and b (K).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classifier {
+    num_classes: usize,
+    dim: usize,
+    weight: Vec<f64>,
+    bias: Vec<f64>,
+}
+
+impl Classifier {
+    /// `weight` is K x d row-major; no `bias` means b = 0.
+    pub fn new(
+        num_classes: usize,
+        dim: usize,
+        weight: Vec<f64>,
+        bias: Option<Vec<f64>>,
+    ) -> Result<Self> {
+        if weight.len() != num_classes * dim {
+            return Err(Error::Shape {
+                what: "weight",
+                expected: format!("{num_classes} x {dim} = {} values", num_classes * dim),
+                got: format!("{} values", weight.len()),
+            });
+        }
+        let bias = bias.unwrap_or_else(|| vec![0.0; num_classes]);
+        if bias.len() != num_classes {
+            return Err(Error::Shape {
+                what: "bias",
+                expected: format!("{num_classes} values (one per class)"),
+                got: format!("{} values", bias.len()),
+            });
+        }
+        check_finite("weight", &weight, dim)?;
+        check_finite("bias", &bias, 1)?;
+        Ok(Self {
+            num_classes,
+            dim,
+            weight,
+            bias,
+        })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// W, K x d row-major.
+    pub fn weight(&self) -> &[f64] {
+        &self.weight
+    }
+
+    pub fn bias(&self) -> &[f64] {
+        &self.bias
+    }
+
+    fn row(&self, k: usize) -> &[f64] {
+        &self.weight[k * self.dim..(k + 1) * self.dim]
+    }
+}
+
+fn check_finite<T: Feature>(what: &'static str, values: &[T], row_len: usize) -> Result<()> {
+    match values.iter().position(|v| !v.to_f64().is_finite()) {
+        None => Ok(()),
+        Some(at) => Err(Error::NonFinite {
+            what,
+            row: at / row_len.max(1),
+            col: at % row_len.max(1),
+        }),
+    }
+}
+
+fn check_batch<T>(
+    features: &[T],
+    labels: &[u32],
+    dim: usize,
+    num_classes: usize,
+    first_row: u64,
+) -> Result<()> {
+    if features.len() != labels.len() * dim {
+        return Err(Error::Shape {
+            what: "feature batch",
+            expected: format!(
+                "{} labels x {dim} = {} values",
+                labels.len(),
+                labels.len() * dim
+            ),
+            got: format!("{} values", features.len()),
+        });
+    }
+    if let Some(row) = labels.iter().position(|&y| y as usize >= num_classes) {
+        return Err(Error::LabelOutOfRange {
+            label: labels[row] as u64,
+            row: first_row as usize + row,
+            num_classes,
+        });
+    }
+    Ok(())
+}
+
+/// Phase 1: per-class counts and feature sums.
+#[derive(Debug, Clone)]
+pub struct MeanAccumulator {
+    num_classes: usize,
+    dim: usize,
+    counts: Vec<u64>,
+    sums: Vec<f64>,
+    rows_seen: u64,
+}
+
+impl MeanAccumulator {
+    pub fn new(num_classes: usize, dim: usize) -> Self {
+        Self {
+            num_classes,
+            dim,
+            counts: vec![0; num_classes],
+            sums: vec![0.0; num_classes * dim],
+            rows_seen: 0,
+        }
+    }
+
+    /// Adds a batch: `features` is (labels.len() x d) row-major. Rejects NaN/Inf and labels
+    /// outside 0..K, naming the row counted over all batches added so far.
+    pub fn add_batch<T: Feature>(&mut self, features: &[T], labels: &[u32]) -> Result<()> {
+        let dim = self.dim;
+        check_batch(features, labels, dim, self.num_classes, self.rows_seen)?;
+        if let Err(Error::NonFinite { what, row, col }) = check_finite("features", features, dim) {
+            return Err(Error::NonFinite {
+                what,
+                row: row + self.rows_seen as usize,
+                col,
+            });
+        }
+        let blank = || {
+            (
+                vec![0u64; self.num_classes],
+                vec![0.0f64; self.num_classes * dim],
+            )
+        };
+        let (counts, sums) = features
+            .par_chunks(BLOCK_ROWS * dim.max(1))
+            .zip(labels.par_chunks(BLOCK_ROWS))
+            .fold(blank, |(mut counts, mut sums), (block, block_labels)| {
+                for (row, &y) in block.chunks_exact(dim).zip(block_labels) {
+                    let y = y as usize;
+                    counts[y] += 1;
+                    for (s, &v) in sums[y * dim..(y + 1) * dim].iter_mut().zip(row) {
+                        *s += v.to_f64();
+                    }
+                }
+                (counts, sums)
+            })
+            .reduce(blank, |(mut c1, mut s1), (c2, s2)| {
+                add_into(&mut c1, &c2);
+                add_into(&mut s1, &s2);
+                (c1, s1)
+            });
+        add_into(&mut self.counts, &counts);
+        add_into(&mut self.sums, &sums);
+        self.rows_seen += labels.len() as u64;
+        Ok(())
+    }
+
+    /// Combines a shard's accumulator with this one (same K and d).
+    pub fn merge(&mut self, other: &MeanAccumulator) -> Result<()> {
+        if (self.num_classes, self.dim) != (other.num_classes, other.dim) {
+            return Err(Error::Mismatch(format!(
+                "cannot merge a K={}, d={} mean accumulator into K={}, d={}",
+                other.num_classes, other.dim, self.num_classes, self.dim
+            )));
+        }
+        add_into(&mut self.counts, &other.counts);
+        add_into(&mut self.sums, &other.sums);
+        self.rows_seen += other.rows_seen;
+        Ok(())
+    }
+
+    /// The class means; every class needs at least one sample, and K >= 2.
+    pub fn finish(self) -> Result<ClassMeans> {
+        if self.num_classes < 2 {
+            return Err(Error::TooFewClasses(self.num_classes));
+        }
+        if let Some(class) = self.counts.iter().position(|&n| n == 0) {
+            return Err(Error::EmptyClass {
+                class,
+                num_classes: self.num_classes,
+            });
+        }
+        let dim = self.dim;
+        let total: u64 = self.counts.iter().sum();
+        let mut global_mean = vec![0.0; dim];
+        for class_sum in self.sums.chunks_exact(dim.max(1)) {
+            add_into(&mut global_mean, class_sum);
+        }
+        global_mean.iter_mut().for_each(|g| *g /= total as f64);
+        let mut means = self.sums;
+        for (mean, &n) in means.chunks_exact_mut(dim.max(1)).zip(&self.counts) {
+            mean.iter_mut().for_each(|m| *m /= n as f64);
+        }
+        Ok(ClassMeans {
+            num_classes: self.num_classes,
+            dim,
+            counts: Some(self.counts),
+            means,
+            global_mean,
+        })
+    }
+}
+
+fn add_into<T: Copy + std::ops::AddAssign>(acc: &mut [T], other: &[T]) {
+    for (a, &b) in acc.iter_mut().zip(other) {
+        *a += b;
+    }
+}
+
+/// Class means mu_k (K x d, row-major) and the global mean.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMeans {
+    num_classes: usize,
+    dim: usize,
+    /// Samples per class; `None` for means read from a file without counts.
+    counts: Option<Vec<u64>>,
+    means: Vec<f64>,
+    /// The sample mean of all features (count-weighted mean of the class means), or the
+    /// plain mean of the class means when the counts are unknown.
+    global_mean: Vec<f64>,
+}
+
+impl ClassMeans {
+    /// Means given directly (e.g. a training run's saved `train_class_means`), K x d
+    /// row-major, without counts: they can serve as the reference of the NCC rule.
+    pub fn from_means(num_classes: usize, dim: usize, means: Vec<f64>) -> Result<Self> {
+        if num_classes < 2 {
+            return Err(Error::TooFewClasses(num_classes));
+        }
+        if means.len() != num_classes * dim {
+            return Err(Error::Shape {
+                what: "class means",
+                expected: format!("{num_classes} x {dim} = {} values", num_classes * dim),
+                got: format!("{} values", means.len()),
+            });
+        }
+        check_finite("class means", &means, dim)?;
+        let mut global_mean = vec![0.0; dim];
+        for mean in means.chunks_exact(dim.max(1)) {
+            add_into(&mut global_mean, mean);
+        }
+        global_mean
+            .iter_mut()
+            .for_each(|g| *g /= num_classes as f64);
+        Ok(Self {
+            num_classes,
+            dim,
+            counts: None,
+            means,
+            global_mean,
+        })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn counts(&self) -> Option<&[u64]> {
+        self.counts.as_deref()
+    }
+
+    /// mu_k, K x d row-major.
+    pub fn means(&self) -> &[f64] {
+        &self.means
+    }
+
+    pub fn mean(&self, class: usize) -> &[f64] {
+        &self.means[class * self.dim..(class + 1) * self.dim]
+    }
+
+    pub fn global_mean(&self) -> &[f64] {
+        &self.global_mean
+    }
+
+    /// The centred means [mu_k - mu_G] as a d x K matrix.
+    fn centred(&self) -> Mat<f64> {
+        Mat::from_fn(self.dim, self.num_classes, |i, k| {
+            self.mean(k)[i] - self.global_mean[i]
+        })
+    }
+}
+
+/// Every metric of the specification. `None` (JSON null) where the classifier is needed
+/// and none was given; NaN (also written as null) where a classifier quantity is 0/0, e.g.
+/// all rows of W equal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NcMetrics {
+    pub nc1: f64,
+    pub nc2: Option<f64>,
+    pub nc3: Option<f64>,
+    pub nc4: Option<f64>,
+    pub bias_relation: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub ncc_accuracy: f64,
+    pub equinorm_w: Option<f64>,
+    pub equinorm_h: f64,
+    pub equiangle_w: Option<f64>,
+    pub equiangle_h: f64,
+    pub nc2_means: f64,
+    pub cdnv: f64,
+    pub num_samples: u64,
+    pub num_classes: usize,
+    pub dim: usize,
+    pub sigma_b_rank: usize,
+}
+
+/// The truncated thin SVD basis of a centred-means matrix: columns of `basis` (d x r) and
+/// the singular values above the cutoff.
+struct Subspace {
+    basis: Mat<f64>,
+    singular_values: Vec<f64>,
+}
+
+fn truncated_basis(centred: &Mat<f64>) -> Result<Subspace> {
+    let svd = centred
+        .thin_svd()
+        .map_err(|e| Error::Linalg(format!("{e:?}")))?;
+    let s: Vec<f64> = svd.S().column_vector().iter().copied().collect();
+    let largest = s.iter().copied().fold(0.0f64, f64::max);
+    if largest <= 0.0 || !largest.is_finite() {
+        return Err(Error::DegenerateMeans);
+    }
+    let kept: Vec<usize> = (0..s.len())
+        .filter(|&j| s[j] > RANK_CUTOFF * largest)
+        .collect();
+    let u = svd.U();
+    let basis = Mat::from_fn(centred.nrows(), kept.len(), |i, j| u[(i, kept[j])]);
+    Ok(Subspace {
+        basis,
+        singular_values: kept.iter().map(|&j| s[j]).collect(),
+    })
+}
+
+/// || G / ||G||_F - P ||_F for a K x K matrix G, with P = (I - 11^T/K) / sqrt(K-1).
+fn distance_to_simplex(gram: &Mat<f64>) -> f64 {
+    let k = gram.nrows();
+    let norm = gram.norm_l2();
+    let p_diag = (1.0 - 1.0 / k as f64) / ((k - 1) as f64).sqrt();
+    let p_off = -1.0 / k as f64 / ((k - 1) as f64).sqrt();
+    let mut sq = 0.0;
+    for i in 0..k {
+        for j in 0..k {
+            let p = if i == j { p_diag } else { p_off };
+            sq += (gram[(i, j)] / norm - p).powi(2);
+        }
+    }
+    sq.sqrt()
+}
+
+/// (equinorm, equiangle) of vectors given by their K x K Gram matrix.
+fn equinorm_equiangle(gram: &Mat<f64>) -> (f64, f64) {
+    let k = gram.nrows();
+    let norms: Vec<f64> = (0..k).map(|i| gram[(i, i)].max(0.0).sqrt()).collect();
+    let mean = norms.iter().sum::<f64>() / k as f64;
+    let var = norms.iter().map(|n| (n - mean).powi(2)).sum::<f64>() / k as f64;
+    let mut angle_sum = 0.0;
+    for i in 0..k {
+        for j in i + 1..k {
+            let cos = gram[(i, j)] / (norms[i] * norms[j]);
+            angle_sum += (cos + 1.0 / (k - 1) as f64).abs();
+        }
+    }
+    (var.sqrt() / mean, angle_sum / (k * (k - 1) / 2) as f64)
+}
+
+fn mat_mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
+    let mut out = Mat::zeros(a.nrows(), b.ncols());
+    matmul(out.as_mut(), Accum::Replace, a, b, 1.0, Par::Seq);
+    out
+}
+
+/// Class-level metrics (no sample needed) that need the classifier.
+struct ClassifierMetrics {
+    nc2: f64,
+    nc3: f64,
+    bias_relation: f64,
+    equinorm_w: f64,
+    equiangle_w: f64,
+}
+
+/// Everything phase 2 needs, derived once from the phase-1 means (and optionally a
+/// classifier and the reference means of the NCC rule).
+pub struct MetricsPlan {
+    num_classes: usize,
+    dim: usize,
+    own_means: Vec<f64>,
+    own_counts: Option<Vec<u64>>,
+    classifier: Option<Classifier>,
+    /// Functionals applied to each centred sample h - mu_y, as rows (m x d):
+    /// W (K rows, when a classifier is given), U^T (r rows), (Q C)^T (K rows).
+    functionals: Mat<f64>,
+    /// 1 / s_j^2 for the r kept singular values of M.
+    inv_sq_singular: Vec<f64>,
+    /// (W mu_y + b)_k, K x K row-major (y, k).
+    logit_offset: Vec<f64>,
+    /// q.a_y is computed as (U^T c).(U^T-coordinates): a_y = Q^T (mu_y - m_G) expressed in
+    /// d-space as Q a_y, stored K x d row-major so that q.a_y = c.(Q a_y).
+    ncc_anchor: Vec<f64>,
+    /// ||a_y - c_k||^2, K x K row-major (y, k).
+    ncc_offset: Vec<f64>,
+    class_level: ClassLevel,
+}
+
+struct ClassLevel {
+    classifier: Option<ClassifierMetrics>,
+    equinorm_h: f64,
+    equiangle_h: f64,
+    nc2_means: f64,
+    /// ||mu_k - mu_l||^2, K x K row-major.
+    mean_distance_sq: Vec<f64>,
+    sigma_b_rank: usize,
+}
+
+impl MetricsPlan {
+    /// `own`: the phase-1 means of the data being measured. `reference`: the class means the
+    /// NCC rule (`nc4`, `ncc_accuracy`) compares with, e.g. the training split's for a test
+    /// split; `None` uses `own`.
+    pub fn new(
+        own: &ClassMeans,
+        classifier: Option<&Classifier>,
+        reference: Option<&ClassMeans>,
+    ) -> Result<Self> {
+        let (k, d) = (own.num_classes, own.dim);
+        if k < 2 {
+            return Err(Error::TooFewClasses(k));
+        }
+        if let Some(clf) = classifier {
+            if (clf.num_classes, clf.dim) != (k, d) {
+                return Err(Error::Mismatch(format!(
+                    "the classifier is {} x {}, but the features have {k} classes of dimension {d}",
+                    clf.num_classes, clf.dim
+                )));
+            }
+        }
+        if let Some(r) = reference {
+            if (r.num_classes, r.dim) != (k, d) {
+                return Err(Error::Mismatch(format!(
+                    "the reference means are {} x {}, but the features have {k} classes of dimension {d}",
+                    r.num_classes, r.dim
+                )));
+            }
+        }
+        let centred = own.centred();
+        let own_basis = truncated_basis(&centred)?;
+        let r = own_basis.singular_values.len();
+        let class_level = ClassLevel::new(own, &centred, classifier, r);
+
+        // NCC geometry in the reference means' own truncated basis Q.
+        let reference = reference.unwrap_or(own);
+        let ref_centred = reference.centred();
+        let ref_basis = if std::ptr::eq(reference, own) {
+            own_basis.basis.clone()
+        } else {
+            truncated_basis(&ref_centred)?.basis
+        };
+        let q = ref_basis.as_ref();
+        // Coordinates in Q: c_k = Q^T (m_k - m_G), a_y = Q^T (mu_y - m_G).
+        let ref_coords = mat_mul(q.transpose(), ref_centred.as_ref());
+        let own_vs_ref = Mat::from_fn(d, k, |i, y| own.mean(y)[i] - reference.global_mean[i]);
+        let anchor_coords = mat_mul(q.transpose(), own_vs_ref.as_ref());
+        // Q Q^T (m_k - m_G) and Q a_y back in d-space, so the per-sample work is one product.
+        let projected_ref = mat_mul(q, ref_coords.as_ref());
+        let projected_anchor = mat_mul(q, anchor_coords.as_ref());
+        let mut ncc_offset = vec![0.0; k * k];
+        for y in 0..k {
+            for c in 0..k {
+                ncc_offset[y * k + c] = (0..ref_coords.nrows())
+                    .map(|j| (anchor_coords[(j, y)] - ref_coords[(j, c)]).powi(2))
+                    .sum();
+            }
+        }
+        let ncc_anchor = (0..k)
+            .flat_map(|y| (0..d).map(move |i| (y, i)))
+            .map(|(y, i)| projected_anchor[(i, y)])
+            .collect();
+
+        let classifier_rows = classifier.map_or(0, |_| k);
+        let functionals = Mat::from_fn(classifier_rows + r + k, d, |row, i| {
+            if row < classifier_rows {
+                classifier.map_or(0.0, |clf| clf.row(row)[i])
+            } else if row < classifier_rows + r {
+                own_basis.basis[(i, row - classifier_rows)]
+            } else {
+                projected_ref[(i, row - classifier_rows - r)]
+            }
+        });
+        let logit_offset = match classifier {
+            None => Vec::new(),
+            Some(clf) => (0..k)
+                .flat_map(|y| (0..k).map(move |c| (y, c)))
+                .map(|(y, c)| dot(clf.row(c), own.mean(y)) + clf.bias[c])
+                .collect(),
+        };
+        Ok(Self {
+            num_classes: k,
+            dim: d,
+            own_means: own.means.clone(),
+            own_counts: own.counts.clone(),
+            classifier: classifier.cloned(),
+            functionals,
+            inv_sq_singular: own_basis
+                .singular_values
+                .iter()
+                .map(|s| 1.0 / (s * s))
+                .collect(),
+            logit_offset,
+            ncc_anchor,
+            ncc_offset,
+            class_level,
+        })
+    }
+
+    /// A fresh phase-2 accumulator for this plan.
+    pub fn accumulator(&self) -> ScatterAccumulator<'_> {
+        ScatterAccumulator {
+            plan: self,
+            state: ScatterState::new(self),
+            rows_seen: 0,
+        }
+    }
+
+    /// The rank of Sigma_B kept by the cutoff.
+    pub fn sigma_b_rank(&self) -> usize {
+        self.inv_sq_singular.len()
+    }
+
+    fn rank(&self) -> usize {
+        self.inv_sq_singular.len()
+    }
+
+    fn classifier_rows(&self) -> usize {
+        self.classifier.as_ref().map_or(0, |_| self.num_classes)
+    }
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+impl ClassLevel {
+    fn new(
+        own: &ClassMeans,
+        centred: &Mat<f64>,
+        classifier: Option<&Classifier>,
+        sigma_b_rank: usize,
+    ) -> Self {
+        let (k, d) = (own.num_classes, own.dim);
+        let gram_means = mat_mul(centred.transpose(), centred.as_ref());
+        let (equinorm_h, equiangle_h) = equinorm_equiangle(&gram_means);
+        let nc2_means = distance_to_simplex(&gram_means);
+        let mut mean_distance_sq = vec![0.0; k * k];
+        for a in 0..k {
+            for b in 0..k {
+                mean_distance_sq[a * k + b] = own
+                    .mean(a)
+                    .iter()
+                    .zip(own.mean(b))
+                    .map(|(x, y)| (x - y).powi(2))
+                    .sum();
+            }
+        }
+        let classifier = classifier.map(|clf| {
+            let w = MatRef::from_row_major_slice(&clf.weight, k, d);
+            let mut mean_row = vec![0.0; d];
+            for c in 0..k {
+                add_into(&mut mean_row, clf.row(c));
+            }
+            let centred_w = Mat::from_fn(k, d, |c, i| w[(c, i)] - mean_row[i] / k as f64);
+            let gram_w = mat_mul(centred_w.as_ref(), centred_w.transpose());
+            let (equinorm_w, equiangle_w) = equinorm_equiangle(&gram_w);
+            let wm = mat_mul(centred_w.as_ref(), centred.as_ref());
+            let bias_relation = (0..k)
+                .map(|c| (dot(clf.row(c), &own.global_mean) + clf.bias[c]).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            ClassifierMetrics {
+                nc2: distance_to_simplex(&gram_w),
+                nc3: distance_to_simplex(&wm),
+                bias_relation,
+                equinorm_w,
+                equiangle_w,
+            }
+        });
+        Self {
+            classifier,
+            equinorm_h,
+            equiangle_h,
+            nc2_means,
+            mean_distance_sq,
+            sigma_b_rank,
+        }
+    }
+}
+
+/// The mergeable numeric state of phase 2.
+#[derive(Debug, Clone, PartialEq)]
+struct ScatterState {
+    class_counts: Vec<u64>,
+    /// sum_i (u_j^T (h_i - mu_{y_i}))^2 for each kept direction j.
+    projected_sq: Vec<f64>,
+    /// sum over class k of ||h - mu_k||^2.
+    deviation_sq: Vec<f64>,
+    correct: u64,
+    ncc_correct: u64,
+    ncc_mismatch: u64,
+}
+
+impl ScatterState {
+    fn new(plan: &MetricsPlan) -> Self {
+        Self {
+            class_counts: vec![0; plan.num_classes],
+            projected_sq: vec![0.0; plan.rank()],
+            deviation_sq: vec![0.0; plan.num_classes],
+            correct: 0,
+            ncc_correct: 0,
+            ncc_mismatch: 0,
+        }
+    }
+
+    fn merge(&mut self, other: &ScatterState) {
+        add_into(&mut self.class_counts, &other.class_counts);
+        add_into(&mut self.projected_sq, &other.projected_sq);
+        add_into(&mut self.deviation_sq, &other.deviation_sq);
+        self.correct += other.correct;
+        self.ncc_correct += other.ncc_correct;
+        self.ncc_mismatch += other.ncc_mismatch;
+    }
+
+    /// Processes at most `BLOCK_ROWS` samples with one matrix product.
+    fn add_block<T: Feature>(
+        &mut self,
+        plan: &MetricsPlan,
+        features: &[T],
+        labels: &[u32],
+        centred: &mut Vec<f64>,
+        outputs: &mut Mat<f64>,
+        ncc_anchor_dot: &mut Vec<f64>,
+    ) {
+        let (k, d, rows) = (plan.num_classes, plan.dim, labels.len());
+        centred.clear();
+        for (row, &y) in features.chunks_exact(d).zip(labels) {
+            let y = y as usize;
+            let mean = &plan.own_means[y * d..(y + 1) * d];
+            let mut sq = 0.0;
+            for (&h, &mu) in row.iter().zip(mean) {
+                let c = h.to_f64() - mu;
+                sq += c * c;
+                centred.push(c);
+            }
+            self.deviation_sq[y] += sq;
+            self.class_counts[y] += 1;
+        }
+        let centred_t = MatRef::from_column_major_slice(centred, d, rows);
+        if outputs.ncols() != rows {
+            *outputs = Mat::zeros(plan.functionals.nrows(), rows);
+        }
+        matmul(
+            outputs.as_mut(),
+            Accum::Replace,
+            plan.functionals.as_ref(),
+            centred_t,
+            1.0,
+            Par::Seq,
+        );
+        ncc_anchor_dot.clear();
+        for (i, &y) in labels.iter().enumerate() {
+            let y = y as usize;
+            ncc_anchor_dot.push(dot(
+                &centred[i * d..(i + 1) * d],
+                &plan.ncc_anchor[y * d..(y + 1) * d],
+            ));
+        }
+
+        let (wr, r) = (plan.classifier_rows(), plan.rank());
+        for (i, &y) in labels.iter().enumerate() {
+            let y = y as usize;
+            let out = outputs.col_as_slice(i);
+            for (acc, &p) in self.projected_sq.iter_mut().zip(&out[wr..wr + r]) {
+                *acc += p * p;
+            }
+            // Squared NCC distance up to a k-independent term:
+            // 2 q.(a_y - c_k) + ||a_y - c_k||^2 with q.c_k = c.(Q c_k).
+            let qa = ncc_anchor_dot[i];
+            let ncc =
+                argmin((0..k).map(|c| 2.0 * (qa - out[wr + r + c]) + plan.ncc_offset[y * k + c]));
+            if ncc == y {
+                self.ncc_correct += 1;
+            }
+            if wr > 0 {
+                let offsets = &plan.logit_offset[y * k..(y + 1) * k];
+                let predicted = argmin(out[..k].iter().zip(offsets).map(|(z, o)| -(z + o)));
+                if predicted == y {
+                    self.correct += 1;
+                }
+                if predicted != ncc {
+                    self.ncc_mismatch += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Index of the smallest value, the first one on ties.
+fn argmin(values: impl Iterator<Item = f64>) -> usize {
+    let mut best = (0, f64::INFINITY);
+    for (i, v) in values.enumerate() {
+        if v < best.1 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+/// Phase 2: the projected within-class scatter, per-class variances and the decision
+/// rules, accumulated over batches of the same data phase 1 saw.
+pub struct ScatterAccumulator<'p> {
+    plan: &'p MetricsPlan,
+    state: ScatterState,
+    rows_seen: u64,
+}
+
+impl<'p> ScatterAccumulator<'p> {
+    /// Adds a batch (labels.len() x d, row-major), processed in parallel blocks.
+    pub fn add_batch<T: Feature>(&mut self, features: &[T], labels: &[u32]) -> Result<()> {
+        let plan = self.plan;
+        check_batch(features, labels, plan.dim, plan.num_classes, self.rows_seen)?;
+        let blank = || {
+            (
+                ScatterState::new(plan),
+                Vec::new(),
+                Mat::zeros(0, 0),
+                Vec::new(),
+            )
+        };
+        let partial = features
+            .par_chunks(BLOCK_ROWS * plan.dim.max(1))
+            .zip(labels.par_chunks(BLOCK_ROWS))
+            .fold(
+                blank,
+                |(mut state, mut centred, mut outputs, mut anchor), (block, block_labels)| {
+                    state.add_block(
+                        plan,
+                        block,
+                        block_labels,
+                        &mut centred,
+                        &mut outputs,
+                        &mut anchor,
+                    );
+                    (state, centred, outputs, anchor)
+                },
+            )
+            .map(|(state, ..)| state)
+            .reduce(
+                || ScatterState::new(plan),
+                |mut a, b| {
+                    a.merge(&b);
+                    a
+                },
+            );
+        self.state.merge(&partial);
+        self.rows_seen += labels.len() as u64;
+        Ok(())
+    }
+
+    /// Combines a shard's phase-2 accumulator (built from the same plan) with this one.
+    pub fn merge(&mut self, other: &ScatterAccumulator<'_>) -> Result<()> {
+        if !std::ptr::eq(self.plan, other.plan) {
+            return Err(Error::Mismatch(
+                "phase-2 accumulators come from different plans".into(),
+            ));
+        }
+        self.state.merge(&other.state);
+        self.rows_seen += other.rows_seen;
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<NcMetrics> {
+        let plan = self.plan;
+        let state = self.state;
+        let k = plan.num_classes;
+        if let Some(expected) = &plan.own_counts {
+            if *expected != state.class_counts {
+                return Err(Error::Mismatch(format!(
+                    "phase 2 saw class counts {:?}, phase 1 saw {:?}: both passes must cover the same samples",
+                    state.class_counts, expected
+                )));
+            }
+        }
+        let n: u64 = state.class_counts.iter().sum();
+        if n == 0 {
+            return Err(Error::InvalidArgument("phase 2 saw no samples".into()));
+        }
+        let nf = n as f64;
+        let nc1 = state
+            .projected_sq
+            .iter()
+            .zip(&plan.inv_sq_singular)
+            .map(|(sq, inv)| sq / nf * inv)
+            .sum();
+        let variance: Vec<f64> = state
+            .deviation_sq
+            .iter()
+            .zip(&state.class_counts)
+            .map(|(sq, &c)| if c > 0 { sq / c as f64 } else { 0.0 })
+            .collect();
+        let mut cdnv_sum = 0.0;
+        for a in 0..k {
+            for b in a + 1..k {
+                cdnv_sum += (variance[a] + variance[b])
+                    / (2.0 * plan.class_level.mean_distance_sq[a * k + b]);
+            }
+        }
+        let level = &plan.class_level;
+        let clf = level.classifier.as_ref();
+        let fraction = |count: u64| count as f64 / nf;
+        Ok(NcMetrics {
+            nc1,
+            nc2: clf.map(|c| c.nc2),
+            nc3: clf.map(|c| c.nc3),
+            nc4: clf.map(|_| fraction(state.ncc_mismatch)),
+            bias_relation: clf.map(|c| c.bias_relation),
+            accuracy: clf.map(|_| fraction(state.correct)),
+            ncc_accuracy: fraction(state.ncc_correct),
+            equinorm_w: clf.map(|c| c.equinorm_w),
+            equinorm_h: level.equinorm_h,
+            equiangle_w: clf.map(|c| c.equiangle_w),
+            equiangle_h: level.equiangle_h,
+            nc2_means: level.nc2_means,
+            cdnv: cdnv_sum / (k * (k - 1) / 2) as f64,
+            num_samples: n,
+            num_classes: k,
+            dim: plan.dim,
+            sigma_b_rank: level.sigma_b_rank,
+        })
+    }
+}
+
+/// Both phases over features held in memory: `features` is N x d row-major.
+/// `reference_means` are the class means of the NCC rule (training means for a test split).
+pub fn compute_metrics<T: Feature>(
+    features: &[T],
+    labels: &[u32],
+    dim: usize,
+    num_classes: usize,
+    classifier: Option<&Classifier>,
+    reference_means: Option<&ClassMeans>,
+) -> Result<NcMetrics> {
+    let mut means = MeanAccumulator::new(num_classes, dim);
+    means.add_batch(features, labels)?;
+    let means = means.finish()?;
+    let plan = MetricsPlan::new(&means, classifier, reference_means)?;
+    let mut scatter = plan.accumulator();
+    scatter.add_batch(features, labels)?;
+    scatter.finish()
+}

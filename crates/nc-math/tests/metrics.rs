@@ -1,0 +1,654 @@
+//! The metrics engine against exact constructions, hand-computed cases, a dense brute-force
+//! implementation of the DESIGN.md formulas, and the invariances the metrics must have.
+
+use faer::Mat;
+use nc_math::metrics::{
+    compute_metrics, ClassMeans, Classifier, MeanAccumulator, MetricsPlan, NcMetrics,
+};
+use nc_math::Error;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+fn gaussian(rng: &mut StdRng, len: usize) -> Vec<f64> {
+    (0..len)
+        .map(|_| rng.sample::<f64, _>(StandardNormal))
+        .collect()
+}
+
+/// A random orthogonal a x a matrix (QR of a Gaussian matrix).
+fn random_rotation(rng: &mut StdRng, a: usize) -> Mat<f64> {
+    let g = Mat::from_fn(a, a, |_, _| rng.sample::<f64, _>(StandardNormal));
+    g.qr().compute_Q()
+}
+
+/// A random d x m matrix with orthonormal columns (m <= d).
+fn random_orthonormal(rng: &mut StdRng, d: usize, m: usize) -> Mat<f64> {
+    let q = random_rotation(rng, d);
+    Mat::from_fn(d, m, |i, j| q[(i, j)])
+}
+
+struct Data {
+    features: Vec<f64>,
+    labels: Vec<u32>,
+    dim: usize,
+    classes: usize,
+}
+
+/// Gaussian classes with unequal counts, centres spread `spread`, noise `noise`.
+fn random_data(rng: &mut StdRng, classes: usize, dim: usize, spread: f64, noise: f64) -> Data {
+    let centres = gaussian(rng, classes * dim);
+    let mut features = Vec::new();
+    let mut labels = Vec::new();
+    for k in 0..classes {
+        let count = 5 + rng.random_range(0..20);
+        for _ in 0..count {
+            for i in 0..dim {
+                features.push(
+                    spread * centres[k * dim + i] + noise * rng.sample::<f64, _>(StandardNormal),
+                );
+            }
+            labels.push(k as u32);
+        }
+    }
+    // Unsorted labels: shuffle the rows.
+    let n = labels.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    let features = order
+        .iter()
+        .flat_map(|&r| features[r * dim..(r + 1) * dim].to_vec())
+        .collect();
+    let labels = order.iter().map(|&r| labels[r]).collect();
+    Data {
+        features,
+        labels,
+        dim,
+        classes,
+    }
+}
+
+fn random_classifier(rng: &mut StdRng, classes: usize, dim: usize) -> Classifier {
+    Classifier::new(
+        classes,
+        dim,
+        gaussian(rng, classes * dim),
+        Some(gaussian(rng, classes)),
+    )
+    .unwrap()
+}
+
+/// Straight from the DESIGN.md formulas: dense d x d Sigma_W and Sigma_B, pseudo-inverse by
+/// a full SVD of Sigma_B, distances and logits sample by sample.
+fn brute_force(
+    data: &Data,
+    clf: Option<&Classifier>,
+    reference: Option<&[f64]>,
+) -> (NcMetrics, usize) {
+    let (k, d) = (data.classes, data.dim);
+    let n = data.labels.len();
+    let mut counts = vec![0usize; k];
+    let mut means = vec![0.0; k * d];
+    for (row, &y) in data.features.chunks(d).zip(&data.labels) {
+        counts[y as usize] += 1;
+        for i in 0..d {
+            means[y as usize * d + i] += row[i];
+        }
+    }
+    for c in 0..k {
+        for i in 0..d {
+            means[c * d + i] /= counts[c] as f64;
+        }
+    }
+    let global: Vec<f64> = (0..d)
+        .map(|i| data.features.chunks(d).map(|r| r[i]).sum::<f64>() / n as f64)
+        .collect();
+    let m = Mat::from_fn(d, k, |i, c| means[c * d + i] - global[i]);
+    let mut sigma_w = Mat::<f64>::zeros(d, d);
+    for (row, &y) in data.features.chunks(d).zip(&data.labels) {
+        let c: Vec<f64> = (0..d).map(|i| row[i] - means[y as usize * d + i]).collect();
+        for a in 0..d {
+            for b in 0..d {
+                sigma_w[(a, b)] += c[a] * c[b] / n as f64;
+            }
+        }
+    }
+    let sigma_b = Mat::from_fn(d, d, |a, b| {
+        (0..k).map(|c| m[(a, c)] * m[(b, c)]).sum::<f64>() / k as f64
+    });
+    let svd = sigma_b.svd().unwrap();
+    let s: Vec<f64> = svd.S().column_vector().iter().copied().collect();
+    let largest = s[0];
+    let mut pinv = Mat::<f64>::zeros(d, d);
+    let mut rank = 0;
+    for (j, &sj) in s.iter().enumerate() {
+        // Singular values of Sigma_B are s_M^2 / K, so the spec's cutoff 1e-8 on s_M is 1e-16
+        // here: below what a dense d x d decomposition resolves. On these well-conditioned
+        // data the exact zeros come out near 1e-17 and the others far above 1e-12, so 1e-12
+        // separates them (the test also checks the rank is min(K-1, d)).
+        if sj > 1e-12 * largest {
+            rank += 1;
+            for a in 0..d {
+                for b in 0..d {
+                    pinv[(a, b)] += svd.U()[(a, j)] * svd.V()[(b, j)] / sj;
+                }
+            }
+        }
+    }
+    let nc1 = (&sigma_w * &pinv)
+        .diagonal()
+        .column_vector()
+        .iter()
+        .sum::<f64>()
+        / k as f64;
+
+    let p = |a: usize, b: usize| ((a == b) as u8 as f64 - 1.0 / k as f64) / ((k - 1) as f64).sqrt();
+    let simplex_distance = |g: &Mat<f64>| {
+        let norm = g.norm_l2();
+        let mut sq = 0.0;
+        for a in 0..k {
+            for b in 0..k {
+                sq += (g[(a, b)] / norm - p(a, b)).powi(2);
+            }
+        }
+        sq.sqrt()
+    };
+    let pairs = (k * (k - 1) / 2) as f64;
+    let equi = |vectors: &Mat<f64>| {
+        // vectors: K x d rows
+        let norms: Vec<f64> = (0..k)
+            .map(|a| (0..d).map(|i| vectors[(a, i)].powi(2)).sum::<f64>().sqrt())
+            .collect();
+        let mean = norms.iter().sum::<f64>() / k as f64;
+        let std = (norms.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / k as f64).sqrt();
+        let mut angle = 0.0;
+        for a in 0..k {
+            for b in a + 1..k {
+                let cos = (0..d)
+                    .map(|i| vectors[(a, i)] * vectors[(b, i)])
+                    .sum::<f64>()
+                    / (norms[a] * norms[b]);
+                angle += (cos + 1.0 / (k - 1) as f64).abs();
+            }
+        }
+        (std / mean, angle / pairs)
+    };
+    let mt = m.transpose().to_owned();
+    let (equinorm_h, equiangle_h) = equi(&mt);
+    let nc2_means = simplex_distance(&(&mt * &m));
+
+    let reference: Vec<f64> = reference
+        .map(|r| r.to_vec())
+        .unwrap_or_else(|| means.clone());
+    let ncc = |row: &[f64]| {
+        let mut best = (0, f64::INFINITY);
+        for c in 0..k {
+            let dist: f64 = (0..d)
+                .map(|i| (row[i] - reference[c * d + i]).powi(2))
+                .sum();
+            if dist < best.1 {
+                best = (c, dist);
+            }
+        }
+        best.0
+    };
+    let mut ncc_correct = 0;
+    let mut var = vec![0.0; k];
+    for (row, &y) in data.features.chunks(d).zip(&data.labels) {
+        if ncc(row) == y as usize {
+            ncc_correct += 1;
+        }
+        var[y as usize] += (0..d)
+            .map(|i| (row[i] - means[y as usize * d + i]).powi(2))
+            .sum::<f64>()
+            / counts[y as usize] as f64;
+    }
+    let mut cdnv = 0.0;
+    for a in 0..k {
+        for b in a + 1..k {
+            let dist: f64 = (0..d)
+                .map(|i| (means[a * d + i] - means[b * d + i]).powi(2))
+                .sum();
+            cdnv += (var[a] + var[b]) / (2.0 * dist) / pairs;
+        }
+    }
+
+    let mut metrics = NcMetrics {
+        nc1,
+        nc2: None,
+        nc3: None,
+        nc4: None,
+        bias_relation: None,
+        accuracy: None,
+        ncc_accuracy: ncc_correct as f64 / n as f64,
+        equinorm_w: None,
+        equinorm_h,
+        equiangle_w: None,
+        equiangle_h,
+        nc2_means,
+        cdnv,
+        num_samples: n as u64,
+        num_classes: k,
+        dim: d,
+        sigma_b_rank: rank,
+    };
+    if let Some(clf) = clf {
+        let w = Mat::from_fn(k, d, |a, i| clf.weight()[a * d + i]);
+        let wc = Mat::from_fn(k, d, |a, i| {
+            w[(a, i)] - (0..k).map(|c| w[(c, i)]).sum::<f64>() / k as f64
+        });
+        let (equinorm_w, equiangle_w) = equi(&wc);
+        let logits = |row: &[f64]| -> usize {
+            let mut best = (0, f64::NEG_INFINITY);
+            for c in 0..k {
+                let z = (0..d).map(|i| w[(c, i)] * row[i]).sum::<f64>() + clf.bias()[c];
+                if z > best.1 {
+                    best = (c, z);
+                }
+            }
+            best.0
+        };
+        let (mut correct, mut mismatch) = (0, 0);
+        for (row, &y) in data.features.chunks(d).zip(&data.labels) {
+            let predicted = logits(row);
+            correct += (predicted == y as usize) as usize;
+            mismatch += (predicted != ncc(row)) as usize;
+        }
+        let bias_relation = (0..k)
+            .map(|c| ((0..d).map(|i| w[(c, i)] * global[i]).sum::<f64>() + clf.bias()[c]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        metrics.nc2 = Some(simplex_distance(&(&wc * wc.transpose())));
+        metrics.nc3 = Some(simplex_distance(&(&wc * &m)));
+        metrics.nc4 = Some(mismatch as f64 / n as f64);
+        metrics.bias_relation = Some(bias_relation);
+        metrics.accuracy = Some(correct as f64 / n as f64);
+        metrics.equinorm_w = Some(equinorm_w);
+        metrics.equiangle_w = Some(equiangle_w);
+    }
+    (metrics, rank)
+}
+
+fn assert_close(a: f64, b: f64, tol: f64, what: &str) {
+    let scale = a.abs().max(b.abs()).max(1.0);
+    assert!(
+        (a - b).abs() <= tol * scale,
+        "{what}: {a} vs {b} (tolerance {tol})"
+    );
+}
+
+fn assert_metrics_close(a: &NcMetrics, b: &NcMetrics, tol: f64) {
+    assert_close(a.nc1, b.nc1, tol, "nc1");
+    let opt = |x: Option<f64>, y: Option<f64>, what: &str| match (x, y) {
+        (Some(x), Some(y)) => assert_close(x, y, tol, what),
+        (None, None) => {}
+        _ => panic!("{what}: {x:?} vs {y:?}"),
+    };
+    opt(a.nc2, b.nc2, "nc2");
+    opt(a.nc3, b.nc3, "nc3");
+    opt(a.nc4, b.nc4, "nc4");
+    opt(a.bias_relation, b.bias_relation, "bias_relation");
+    opt(a.accuracy, b.accuracy, "accuracy");
+    opt(a.equinorm_w, b.equinorm_w, "equinorm_w");
+    opt(a.equiangle_w, b.equiangle_w, "equiangle_w");
+    assert_close(a.ncc_accuracy, b.ncc_accuracy, tol, "ncc_accuracy");
+    assert_close(a.equinorm_h, b.equinorm_h, tol, "equinorm_h");
+    assert_close(a.equiangle_h, b.equiangle_h, tol, "equiangle_h");
+    assert_close(a.nc2_means, b.nc2_means, tol, "nc2_means");
+    assert_close(a.cdnv, b.cdnv, tol, "cdnv");
+    assert_eq!(a.num_samples, b.num_samples);
+    assert_eq!(
+        (a.num_classes, a.dim, a.sigma_b_rank),
+        (b.num_classes, b.dim, b.sigma_b_rank)
+    );
+}
+
+fn metrics_of(data: &Data, clf: Option<&Classifier>) -> NcMetrics {
+    compute_metrics(
+        &data.features,
+        &data.labels,
+        data.dim,
+        data.classes,
+        clf,
+        None,
+    )
+    .unwrap()
+}
+
+#[test]
+fn agrees_with_dense_brute_force_on_random_data() {
+    let mut rng = StdRng::seed_from_u64(7);
+    // (K, d) including d < K-1 (rank-deficient Sigma_B), d = K-1 and d > K.
+    for &(k, d) in &[(2, 1), (3, 5), (5, 4), (10, 3), (6, 20), (4, 64)] {
+        let data = random_data(&mut rng, k, d, 1.0, 0.7);
+        let clf = random_classifier(&mut rng, k, d);
+        let ours = metrics_of(&data, Some(&clf));
+        let (reference, rank) = brute_force(&data, Some(&clf), None);
+        assert_eq!(rank, (k - 1).min(d), "brute-force rank for K={k}, d={d}");
+        assert_metrics_close(&ours, &reference, 1e-9);
+        let no_clf = metrics_of(&data, None);
+        assert_metrics_close(&no_clf, &brute_force(&data, None, None).0, 1e-9);
+    }
+}
+
+#[test]
+fn reference_means_drive_nc4_and_ncc_accuracy() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (k, d) = (5, 12);
+    let data = random_data(&mut rng, k, d, 1.0, 1.5);
+    let clf = random_classifier(&mut rng, k, d);
+    let other_means = gaussian(&mut rng, k * d);
+    let reference = ClassMeans::from_means(k, d, other_means.clone()).unwrap();
+    let ours = compute_metrics(
+        &data.features,
+        &data.labels,
+        d,
+        k,
+        Some(&clf),
+        Some(&reference),
+    )
+    .unwrap();
+    let (expected, _) = brute_force(&data, Some(&clf), Some(&other_means));
+    assert_metrics_close(&ours, &expected, 1e-9);
+    // It must differ from the own-means answer, or this test checks nothing.
+    let own = metrics_of(&data, Some(&clf));
+    assert_ne!(own.ncc_accuracy, ours.ncc_accuracy);
+}
+
+/// Simplex ETF class means in d dimensions (d >= K-1), scaled by `scale`, rotated randomly.
+fn simplex_etf(rng: &mut StdRng, k: usize, d: usize, scale: f64) -> Vec<f64> {
+    // The centred standard basis vectors of R^K span a (K-1)-dim space; an orthonormal
+    // basis B of it (K x (K-1)) maps them to R^(K-1), a random isometry into R^d.
+    let ones_complement = {
+        let mut a = Mat::from_fn(k, k, |i, j| {
+            if j == 0 {
+                1.0
+            } else if i == j {
+                1.0
+            } else {
+                0.0
+            }
+        });
+        a[(0, 0)] = 1.0;
+        let q = a.qr().compute_Q();
+        Mat::from_fn(k, k - 1, |i, j| q[(i, j + 1)])
+    };
+    let embed = random_orthonormal(rng, d, k - 1);
+    let mut means = vec![0.0; k * d];
+    for c in 0..k {
+        let centred: Vec<f64> = (0..k)
+            .map(|i| (i == c) as u8 as f64 - 1.0 / k as f64)
+            .collect();
+        let coords: Vec<f64> = (0..k - 1)
+            .map(|j| (0..k).map(|i| ones_complement[(i, j)] * centred[i]).sum())
+            .collect();
+        for i in 0..d {
+            means[c * d + i] = scale * (0..k - 1).map(|j| embed[(i, j)] * coords[j]).sum::<f64>();
+        }
+    }
+    means
+}
+
+#[test]
+fn collapsed_simplex_etf_gives_zero_nc() {
+    let mut rng = StdRng::seed_from_u64(3);
+    for &(k, d) in &[(2, 1), (3, 2), (4, 3), (10, 9), (10, 32), (7, 50)] {
+        let means = simplex_etf(&mut rng, k, d, 3.0);
+        let offset = gaussian(&mut rng, d);
+        let mut features = Vec::new();
+        let mut labels = Vec::new();
+        // Equal class counts, several copies of each mean, shifted by a common offset.
+        for copy in 0..4 {
+            for c in 0..k {
+                let _ = copy;
+                features.extend((0..d).map(|i| means[c * d + i] + offset[i]));
+                labels.push(c as u32);
+            }
+        }
+        // Self-dual classifier W = 2 M^T with a common row added (removed by centring) and
+        // a bias that keeps the decision rule the NCC rule: b = -W mu_G.
+        let shift = gaussian(&mut rng, d);
+        let weight: Vec<f64> = (0..k)
+            .flat_map(|c| {
+                (0..d)
+                    .map(|i| 2.0 * means[c * d + i] + shift[i])
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let bias: Vec<f64> = (0..k)
+            .map(|c| -(0..d).map(|i| weight[c * d + i] * offset[i]).sum::<f64>())
+            .collect();
+        let clf = Classifier::new(k, d, weight, Some(bias)).unwrap();
+        let m = compute_metrics(&features, &labels, d, k, Some(&clf), None).unwrap();
+        let label = format!("K={k}, d={d}");
+        assert!(m.nc1.abs() < 1e-10, "nc1 {label}: {}", m.nc1);
+        assert!(m.nc2.unwrap() < 1e-10, "nc2 {label}: {:?}", m.nc2);
+        assert!(m.nc3.unwrap() < 1e-10, "nc3 {label}: {:?}", m.nc3);
+        assert_eq!(m.nc4, Some(0.0), "nc4 {label}");
+        assert!(
+            m.nc2_means < 1e-10 && m.equinorm_h < 1e-10 && m.equiangle_h < 1e-10,
+            "{label}: {m:?}"
+        );
+        assert!(
+            m.equinorm_w.unwrap() < 1e-10 && m.equiangle_w.unwrap() < 1e-10,
+            "{label}: {m:?}"
+        );
+        assert_eq!(m.accuracy, Some(1.0));
+        assert_eq!(m.ncc_accuracy, 1.0);
+        assert_eq!(m.cdnv, 0.0);
+        assert_eq!(m.sigma_b_rank, k - 1);
+        assert!(m.bias_relation.unwrap() < 1e-9, "{label}: {m:?}");
+    }
+}
+
+#[test]
+fn hand_computed_one_dimensional_case() {
+    // Class 0 at -1 +/- 0.5, class 1 at +1 +/- 0.5 (d = 1, K = 2).
+    let features = [-1.5, -0.5, 0.5, 1.5];
+    let labels = [0u32, 0, 1, 1];
+    // Sigma_W = 0.25, M = [-1, 1], Sigma_B = (1 + 1) / 2 = 1, nc1 = 0.25 / 1 / K = 0.125.
+    // W = [-1, 1], b = [1.2, 0]: class 1 iff 2h > 1.2, so h = 0.5 is put in class 0 while
+    // the nearest mean is class 1's: nc4 = 1/4, accuracy 3/4, ncc_accuracy 1.
+    let clf = Classifier::new(2, 1, vec![-1.0, 1.0], Some(vec![1.2, 0.0])).unwrap();
+    let m = compute_metrics(&features, &labels, 1, 2, Some(&clf), None).unwrap();
+    assert_close(m.nc1, 0.125, 1e-14, "nc1");
+    assert_eq!(m.nc4, Some(0.25));
+    assert_eq!(m.accuracy, Some(0.75));
+    assert_eq!(m.ncc_accuracy, 1.0);
+    // W mu_G + b = b since mu_G = 0.
+    assert_close(m.bias_relation.unwrap(), 1.2, 1e-14, "bias_relation");
+    // var_k = 0.25, ||mu_0 - mu_1||^2 = 4: (0.25 + 0.25) / 8.
+    assert_close(m.cdnv, 0.0625, 1e-14, "cdnv");
+    assert!(m.nc2.unwrap() < 1e-14 && m.nc3.unwrap() < 1e-14);
+    // A classifier pointing the wrong way: Wc M = -P after normalising, so nc3 = ||-2P|| = 2.
+    let flipped = Classifier::new(2, 1, vec![1.0, -1.0], None).unwrap();
+    let m = compute_metrics(&features, &labels, 1, 2, Some(&flipped), None).unwrap();
+    assert_close(m.nc3.unwrap(), 2.0, 1e-14, "nc3");
+    assert_eq!(m.accuracy, Some(0.0));
+    assert_eq!(m.nc4, Some(1.0));
+}
+
+#[test]
+fn rotation_scaling_and_permutation_change_nothing() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let (k, d) = (6, 9);
+    let data = random_data(&mut rng, k, d, 1.0, 0.8);
+    let clf = random_classifier(&mut rng, k, d);
+    let base = metrics_of(&data, Some(&clf));
+
+    let q = random_rotation(&mut rng, d);
+    let rotate = |v: &[f64]| -> Vec<f64> {
+        v.chunks(d)
+            .flat_map(|row| {
+                (0..d)
+                    .map(|i| (0..d).map(|j| q[(i, j)] * row[j]).sum::<f64>())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let rotated = Data {
+        features: rotate(&data.features),
+        labels: data.labels.clone(),
+        dim: d,
+        classes: k,
+    };
+    let rotated_clf =
+        Classifier::new(k, d, rotate(clf.weight()), Some(clf.bias().to_vec())).unwrap();
+    assert_metrics_close(&metrics_of(&rotated, Some(&rotated_clf)), &base, 1e-9);
+
+    let scaled = Data {
+        features: data.features.iter().map(|x| 37.5 * x).collect(),
+        labels: data.labels.clone(),
+        dim: d,
+        classes: k,
+    };
+    assert_close(
+        metrics_of(&scaled, None).nc1,
+        base.nc1,
+        1e-12,
+        "nc1 under scaling",
+    );
+
+    let n = data.labels.len();
+    let order: Vec<usize> = (0..n).rev().collect();
+    let permuted = Data {
+        features: order
+            .iter()
+            .flat_map(|&r| data.features[r * d..(r + 1) * d].to_vec())
+            .collect(),
+        labels: order.iter().map(|&r| data.labels[r]).collect(),
+        dim: d,
+        classes: k,
+    };
+    assert_metrics_close(&metrics_of(&permuted, Some(&clf)), &base, 1e-12);
+}
+
+#[test]
+fn merged_shards_equal_one_pass() {
+    let mut rng = StdRng::seed_from_u64(9);
+    let (k, d) = (4, 7);
+    let data = random_data(&mut rng, k, d, 1.0, 0.5);
+    let clf = random_classifier(&mut rng, k, d);
+    let whole = metrics_of(&data, Some(&clf));
+    let split = data.labels.len() / 3;
+    let (fa, fb) = data.features.split_at(split * d);
+    let (la, lb) = data.labels.split_at(split);
+    let mut first = MeanAccumulator::new(k, d);
+    first.add_batch(fa, la).unwrap();
+    let mut second = MeanAccumulator::new(k, d);
+    // Uneven batches, in a different order.
+    second.add_batch(&fb[..5 * d], &lb[..5]).unwrap();
+    second.add_batch(&fb[5 * d..], &lb[5..]).unwrap();
+    second.merge(&first).unwrap();
+    let means = second.finish().unwrap();
+    let plan = MetricsPlan::new(&means, Some(&clf), None).unwrap();
+    let mut shard_a = plan.accumulator();
+    shard_a.add_batch(fb, lb).unwrap();
+    let mut shard_b = plan.accumulator();
+    shard_b.add_batch(fa, la).unwrap();
+    shard_a.merge(&shard_b).unwrap();
+    assert_metrics_close(&shard_a.finish().unwrap(), &whole, 1e-12);
+}
+
+#[test]
+fn phase_two_must_see_what_phase_one_saw() {
+    let mut rng = StdRng::seed_from_u64(2);
+    let data = random_data(&mut rng, 3, 4, 1.0, 0.5);
+    let mut acc = MeanAccumulator::new(3, 4);
+    acc.add_batch(&data.features, &data.labels).unwrap();
+    let means = acc.finish().unwrap();
+    let plan = MetricsPlan::new(&means, None, None).unwrap();
+    let mut scatter = plan.accumulator();
+    scatter
+        .add_batch(&data.features[..4 * 3], &data.labels[..3])
+        .unwrap();
+    assert!(matches!(scatter.finish(), Err(Error::Mismatch(_))));
+}
+
+#[test]
+fn large_common_offset_does_not_cancel() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let (k, d) = (5, 16);
+    let data = random_data(&mut rng, k, d, 1.0, 1e-3);
+    let clf = random_classifier(&mut rng, k, d);
+    let shifted = Data {
+        features: data.features.iter().map(|x| x + 1e6).collect(),
+        labels: data.labels.clone(),
+        dim: d,
+        classes: k,
+    };
+    let plain = metrics_of(&data, Some(&clf));
+    let offset = metrics_of(&shifted, Some(&clf));
+    assert!(
+        plain.nc1 < 1e-4,
+        "the case must be nearly collapsed: {}",
+        plain.nc1
+    );
+    assert_close(offset.nc1, plain.nc1, 1e-6, "nc1 with a 1e6 offset");
+    assert!(
+        (offset.nc1 - plain.nc1).abs() <= 1e-6 * plain.nc1,
+        "relative: {} vs {}",
+        offset.nc1,
+        plain.nc1
+    );
+    assert!((offset.cdnv - plain.cdnv).abs() <= 1e-6 * plain.cdnv);
+    assert_eq!(offset.ncc_accuracy, plain.ncc_accuracy);
+}
+
+#[test]
+fn f32_input_accumulates_in_f64() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let data = random_data(&mut rng, 4, 6, 1.0, 0.5);
+    let as_f32: Vec<f32> = data.features.iter().map(|&x| x as f32).collect();
+    let widened = Data {
+        features: as_f32.iter().map(|&x| x as f64).collect(),
+        labels: data.labels.clone(),
+        dim: 6,
+        classes: 4,
+    };
+    let from_f32 = compute_metrics(&as_f32, &data.labels, 6, 4, None, None).unwrap();
+    assert_metrics_close(&from_f32, &metrics_of(&widened, None), 1e-12);
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_number() {
+    let features = [0.0, 1.0, 2.0, 3.0];
+    assert!(matches!(
+        compute_metrics(&features, &[0, 1, 2, 0], 1, 2, None, None),
+        Err(Error::LabelOutOfRange {
+            label: 2,
+            row: 2,
+            num_classes: 2
+        })
+    ));
+    assert!(matches!(
+        compute_metrics(&features, &[0, 0, 0, 0], 1, 2, None, None),
+        Err(Error::EmptyClass { class: 1, .. })
+    ));
+    assert!(matches!(
+        compute_metrics(&features, &[0, 0, 0, 0], 1, 1, None, None),
+        Err(Error::TooFewClasses(1))
+    ));
+    assert!(matches!(
+        compute_metrics(&features, &[0, 1, 0], 1, 2, None, None),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        compute_metrics(&[0.0, f64::NAN, 2.0, 3.0], &[0, 1, 0, 1], 1, 2, None, None),
+        Err(Error::NonFinite { row: 1, .. })
+    ));
+    assert!(matches!(
+        compute_metrics(&[1.0, 1.0, 1.0, 1.0], &[0, 1, 0, 1], 1, 2, None, None),
+        Err(Error::DegenerateMeans)
+    ));
+    assert!(Classifier::new(2, 2, vec![0.0; 3], None).is_err());
+    assert!(Classifier::new(2, 1, vec![0.0; 2], Some(vec![0.0])).is_err());
+    assert!(Classifier::new(2, 1, vec![f64::INFINITY, 0.0], None).is_err());
+    let clf = Classifier::new(3, 1, vec![0.0; 3], None).unwrap();
+    assert!(matches!(
+        compute_metrics(&features, &[0, 1, 0, 1], 1, 2, Some(&clf), None),
+        Err(Error::Mismatch(_))
+    ));
+}
