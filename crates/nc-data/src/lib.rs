@@ -1,1 +1,27 @@
-//! Readers and writers for every file nclab reads.
+//! Readers and writers for every file nclab reads or writes.
+//!
+//! - [`npy`], [`npz`], [`safetensors`]: NumPy and safetensors arrays ([`NpyArray`]).
+//! - [`features`]: validated feature files (features, labels, classifier) for NC metrics.
+//! - [`idx`], [`cifar`]: MNIST IDX and CIFAR-10/100 binary image sets ([`ImageSet`]).
+//! - [`synthetic`]: seeded Gaussian-mixture classes.
+//! - [`embedded`]: the 10,000-digit MNIST subset shipped inside the crate.
+//! - [`io`]: atomic file writing used for every output file.
+//!
+//! Every fallible function returns [`Result`], whose [`DataError`] names the file and what
+//! was expected; no input makes these functions panic.
+
+pub mod array;
+pub mod error;
+pub mod features;
+pub mod io;
+pub mod npy;
+pub mod npz;
+pub mod safetensors;
+
+pub use array::{ArrayData, ArraySlice, ArrayView, DType, NpyArray};
+pub use error::{DataError, Result};
+pub use features::{
+    load_feature_file, save_feature_file, save_feature_npz, save_feature_safetensors,
+    FeatureExport, FeatureKeys, FeatureSet, FloatData, FloatSlice,
+};
+pub use io::write_atomic;

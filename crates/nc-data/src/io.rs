@@ -1,0 +1,149 @@
+//! Atomic file output: every file nclab writes goes through [`write_atomic`], so a reader
+//! never sees a half-written file and an interrupted run leaves the previous version intact.
+//!
+//! Procedure: write `<dir>/.<name>.<pid>.tmp` in the destination's own directory (so the
+//! rename stays on one file system), flush, `fsync` the file, rename it over `path`, then
+//! `fsync` the directory (Unix) so the rename itself is durable. On any error the temporary
+//! file is removed and the destination is left untouched.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{DataError, Result};
+
+/// Writes `path` atomically; `write` receives a buffered writer on the temporary file
+/// (it is also `Seek`, which zip writers need). Parent directories must already exist.
+///
+/// ```no_run
+/// use std::io::Write;
+/// nc_data::io::write_atomic(std::path::Path::new("out/metrics.jsonl"), |w| {
+///     writeln!(w, "{{\"epoch\": 1}}")
+/// })?;
+/// # Ok::<(), nc_data::DataError>(())
+/// ```
+pub fn write_atomic<F>(path: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+{
+    let temp = temp_path(path)?;
+    let result = write_then_rename(path, &temp, write);
+    if result.is_err() {
+        // Best effort: the temporary file may not exist if creating it failed.
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+/// Writes `bytes` to `path` atomically (see [`write_atomic`]).
+pub fn write_atomic_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic(path, |w| w.write_all(bytes))
+}
+
+/// The temporary file used while writing `path`: same directory, hidden, ends in `.tmp`,
+/// and carries the process id so two processes never share one.
+pub fn temp_path(path: &Path) -> Result<PathBuf> {
+    let name = path.file_name().ok_or_else(|| DataError::Io {
+        path: path.to_path_buf(),
+        action: "choosing a temporary file name",
+        source: io::Error::new(io::ErrorKind::InvalidInput, "the path has no file name"),
+    })?;
+    let mut temp_name = std::ffi::OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    Ok(path.with_file_name(temp_name))
+}
+
+fn write_then_rename<F>(path: &Path, temp: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+{
+    let file =
+        File::create(temp).map_err(|e| DataError::io(temp, "creating the temporary file", e))?;
+    let mut writer = BufWriter::new(file);
+    write(&mut writer).map_err(|e| DataError::io(path, "writing", e))?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| DataError::io(path, "writing", e.into_error()))?;
+    file.sync_all()
+        .map_err(|e| DataError::io(temp, "syncing the temporary file", e))?;
+    drop(file);
+    fs::rename(temp, path)
+        .map_err(|e| DataError::io(path, "renaming the temporary file onto", e))?;
+    sync_parent_dir(path);
+    Ok(())
+}
+
+/// Makes the rename durable. Failure is ignored: some file systems refuse to sync directories.
+fn sync_parent_dir(path: &Path) {
+    #[cfg(unix)]
+    {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        if let Ok(dir) = File::open(parent) {
+            let _ = dir.sync_all();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nc-data-io-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn writes_and_replaces() {
+        let dir = scratch_dir("replace");
+        let path = dir.join("out.txt");
+        write_atomic_bytes(&path, b"first").unwrap();
+        write_atomic_bytes(&path, b"second").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "temporary file left behind"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failed_write_keeps_old_file_and_removes_temp() {
+        let dir = scratch_dir("fail");
+        let path = dir.join("out.txt");
+        write_atomic_bytes(&path, b"old").unwrap();
+        let err = write_atomic(&path, |w| {
+            w.write_all(b"partial")?;
+            Err(io::Error::other("disk on fire"))
+        })
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("out.txt") && msg.contains("disk on fire"),
+            "{msg}"
+        );
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(
+            fs::read_dir(&dir).unwrap().count(),
+            1,
+            "temporary file left behind"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_directory_is_reported() {
+        let path = Path::new("/nonexistent-nc-data-dir/sub/out.txt");
+        let msg = write_atomic_bytes(path, b"x").unwrap_err().to_string();
+        assert!(msg.contains("nonexistent-nc-data-dir"), "{msg}");
+    }
+}
