@@ -5,23 +5,31 @@
 //! - [`idx`], [`cifar`]: MNIST IDX and CIFAR-10/100 binary image sets ([`ImageSet`]).
 //! - [`synthetic`]: seeded Gaussian-mixture classes.
 //! - [`embedded`]: the 10,000-digit MNIST subset shipped inside the crate.
-//! - [`io`]: atomic file writing used for every output file.
+//! - [`io`]: atomic file writing, used for every output file.
 //!
 //! Every fallible function returns [`Result`], whose [`DataError`] names the file and what
 //! was expected; no input makes these functions panic.
 
 pub mod array;
+pub mod cifar;
+pub mod embedded;
 pub mod error;
 pub mod features;
+pub mod idx;
 pub mod io;
 pub mod npy;
 pub mod npz;
 pub mod safetensors;
+pub mod synthetic;
 
 pub use array::{ArrayData, ArraySlice, ArrayView, DType, NpyArray};
+pub use cifar::{load_cifar100_dir, load_cifar10_dir};
+pub use embedded::embedded_mnist;
 pub use error::{DataError, Result};
 pub use features::{
     load_feature_file, save_feature_file, save_feature_npz, save_feature_safetensors,
     FeatureExport, FeatureKeys, FeatureSet, FloatData, FloatSlice,
 };
+pub use idx::{load_mnist_dir, ImageSet};
 pub use io::write_atomic;
+pub use synthetic::{SyntheticData, SyntheticSpec, SyntheticSplit};
