@@ -2,6 +2,7 @@
 //! accumulator, losses in closed form, the unconstrained feature model. No deep-learning
 //! framework: this crate builds and tests in seconds.
 
+pub mod compare;
 pub mod error;
 pub mod metrics;
 
