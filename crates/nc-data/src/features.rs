@@ -262,6 +262,12 @@ pub fn load_feature_file(path: &Path, keys: &FeatureKeys) -> Result<FeatureSet> 
     {
         Some("npz") => load_from(path, &mut NpzReader::open(path)?, keys),
         Some("safetensors") => load_from(path, &mut SafetensorsReader::open(path)?, keys),
+        Some("npy") => Err(DataError::UnsupportedFileKind {
+            path: path.to_path_buf(),
+            expected:
+                "a feature set, but a .npy file holds a single array: pass the directory holding \
+                       <features>.npy and <labels>.npy, or a .npz/.safetensors file",
+        }),
         _ => Err(DataError::UnsupportedFileKind {
             path: path.to_path_buf(),
             expected: FEATURE_FILE_KINDS,

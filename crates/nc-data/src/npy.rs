@@ -163,7 +163,9 @@ pub(crate) fn read_npy_stream(
         }
         Err(e) => return Err(NpyProblem::Io(e)),
     };
-    if total_bytes.is_none() {
+    // Probe for the end even when the length is known: a zip member reader verifies its
+    // CRC-32 only when it is read to the end.
+    {
         let mut probe = [0u8; 1];
         match reader.read(&mut probe) {
             Ok(0) => {}

@@ -58,8 +58,13 @@ impl NpzReader {
     /// Opens the archive and reads its directory (not the data).
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).map_err(|e| DataError::open(path, "a .npz file", e))?;
-        let archive = ZipArchive::new(BufReader::with_capacity(1 << 16, file))
-            .map_err(|e| zip_error(path, "cannot read the zip directory", e))?;
+        let archive = ZipArchive::new(BufReader::with_capacity(1 << 16, file)).map_err(|e| {
+            zip_error(
+                path,
+                "cannot read the zip directory (the file is truncated or not a zip archive)",
+                e,
+            )
+        })?;
         let mut names = Vec::with_capacity(archive.len());
         for name in archive.file_names() {
             let name = name.map_err(|e| zip_error(path, "cannot read a member name", e))?;
@@ -122,7 +127,9 @@ impl NpzReader {
 /// mean a corrupt archive rather than an operating-system problem.
 fn member_error(problem: NpyProblem, path: &Path, member: &str) -> DataError {
     match problem {
-        NpyProblem::Io(e) => DataError::format(path, FORMAT, format!("member '{member}': {e}")),
+        NpyProblem::Io(e) => {
+            DataError::format(path, FORMAT, format!("member '{member}' is corrupt: {e}"))
+        }
         other => other.into_error(path, FORMAT, Some(member)),
     }
 }
