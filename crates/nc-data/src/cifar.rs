@@ -55,7 +55,7 @@ impl Layout {
 /// Appends the records of `bytes` (from `path`) to `set`.
 fn parse_records(path: &Path, bytes: &[u8], layout: Layout, set: &mut ImageSet) -> Result<()> {
     let record_len = layout.record_len();
-    if bytes.is_empty() || bytes.len() % record_len != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record_len) {
         return Err(DataError::format(
             path,
             FORMAT,

@@ -308,7 +308,7 @@ fn header_bytes(arrays: &[(&str, ArrayView<'_>)], metadata: &BTreeMap<String, St
         offset = end;
     }
     let mut bytes = Value::Object(map).to_string().into_bytes();
-    while bytes.len() % 8 != 0 {
+    while !bytes.len().is_multiple_of(8) {
         bytes.push(b' ');
     }
     bytes

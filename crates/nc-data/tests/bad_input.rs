@@ -75,7 +75,8 @@ fn load_error(path: &Path) -> String {
 #[test]
 fn invalid_feature_arrays_are_reported_with_file_and_key() {
     let dir = scratch("features");
-    let cases: Vec<(&str, Vec<(&str, NpyArray)>, &str)> = vec![
+    type Case = (&'static str, Vec<(&'static str, NpyArray)>, &'static str);
+    let cases: Vec<Case> = vec![
         ("missing-labels", with("labels", None), "missing array 'labels' (the file holds: features, weight, bias)"),
         ("missing-features", with("features", None), "missing array 'features'"),
         (

@@ -258,20 +258,41 @@ fn safetensors_reader_reads_reference_crate_output() {
     assert_eq!(back["k"].data, ArrayData::I64(vec![5, -9]));
 }
 
-fn export_fixture() -> (Vec<f64>, Vec<u32>, Vec<f64>, Vec<f64>, Vec<u64>) {
+/// Features (f64), labels, weight, bias and indices of a 7-sample, d = 3, K = 3 set.
+struct ExportFixture {
+    features: Vec<f64>,
+    labels: Vec<u32>,
+    weight: Vec<f64>,
+    bias: Vec<f64>,
+    indices: Vec<u64>,
+}
+
+fn export_fixture() -> ExportFixture {
     let (n, d, k) = (7, 3, 3);
     let features: Vec<f64> = (0..n * d).map(|i| (i as f64 * 0.37).sin()).collect();
     let labels: Vec<u32> = (0..n as u32).map(|i| i % k as u32).collect();
     let weight: Vec<f64> = (0..k * d).map(|i| i as f64 / 7.0 - 0.5).collect();
     let bias = vec![0.1, -0.2, 1.0 / 3.0];
     let indices = vec![0, 5, 9, 1 << 40, 3, 2, 8];
-    (features, labels, weight, bias, indices)
+    ExportFixture {
+        features,
+        labels,
+        weight,
+        bias,
+        indices,
+    }
 }
 
 #[test]
 fn feature_files_round_trip() {
     let dir = scratch("features");
-    let (features64, labels, weight, bias, indices) = export_fixture();
+    let ExportFixture {
+        features: features64,
+        labels,
+        weight,
+        bias,
+        indices,
+    } = export_fixture();
     let features32: Vec<f32> = features64.iter().map(|&x| x as f32).collect();
     for (file, features) in [
         ("f32.npz", FloatSlice::F32(&features32)),
