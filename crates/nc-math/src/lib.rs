@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod error;
+pub mod loss;
 pub mod metrics;
 
 pub use error::{Error, Result};
