@@ -146,7 +146,7 @@ pub struct FeatureSet {
 }
 
 impl FeatureSet {
-    /// Row `i` of the features as f64.
+    /// Row `i` of the features as f64. Panics if `i >= num_samples`.
     pub fn row_f64(&self, i: usize) -> Vec<f64> {
         let range = i * self.dim..(i + 1) * self.dim;
         match &self.features {
