@@ -6,5 +6,6 @@ pub mod compare;
 pub mod error;
 pub mod loss;
 pub mod metrics;
+pub mod ufm;
 
 pub use error::{Error, Result};

@@ -1,0 +1,105 @@
+use super::*;
+use crate::ufm::test_support::{all_losses, random_point};
+
+fn instances() -> Vec<Ufm> {
+    all_losses()
+        .into_iter()
+        .flat_map(|loss| {
+            [(3, 2, 4, 0.1, 0.2, 0.05), (4, 3, 3, 0.01, 0.03, 0.0)]
+                .map(|(k, n, d, lw, lh, lb)| Ufm::new(loss, k, n, d, lw, lh, lb).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn gradient_matches_central_differences() {
+    let step = 1e-6;
+    for (seed, ufm) in instances().into_iter().enumerate() {
+        let x = random_point(&ufm, seed as u64, 0.7);
+        let mut grad = vec![0.0; ufm.num_params()];
+        let value = ufm.value_grad(&x, &mut grad);
+        assert!((value - ufm.value(&x)).abs() <= 1e-13 * value.abs().max(1.0));
+        for j in 0..x.len() {
+            let (mut plus, mut minus) = (x.clone(), x.clone());
+            plus[j] += step;
+            minus[j] -= step;
+            let fd = (ufm.value(&plus) - ufm.value(&minus)) / (2.0 * step);
+            assert!(
+                (fd - grad[j]).abs() <= 1e-7 * (1.0 + grad[j].abs()),
+                "{ufm:?} param {j}: fd {fd} vs {}",
+                grad[j]
+            );
+        }
+    }
+}
+
+#[test]
+fn hessian_vector_product_matches_differences_of_the_gradient() {
+    let step = 1e-6;
+    for (seed, ufm) in instances().into_iter().enumerate() {
+        let x = random_point(&ufm, seed as u64, 0.7);
+        let v = random_point(&ufm, seed as u64 + 1000, 1.0);
+        let mut hv = vec![0.0; x.len()];
+        ufm.hvp(&x, &v, &mut hv);
+        let grad_at = |sign: f64| {
+            let moved: Vec<f64> = x.iter().zip(&v).map(|(a, b)| a + sign * step * b).collect();
+            let mut g = vec![0.0; x.len()];
+            ufm.value_grad(&moved, &mut g);
+            g
+        };
+        let (gp, gm) = (grad_at(1.0), grad_at(-1.0));
+        for j in 0..x.len() {
+            let fd = (gp[j] - gm[j]) / (2.0 * step);
+            assert!(
+                (fd - hv[j]).abs() <= 1e-6 * (1.0 + hv[j].abs()),
+                "{ufm:?} param {j}: fd {fd} vs {}",
+                hv[j]
+            );
+        }
+    }
+}
+
+#[test]
+fn large_instances_take_the_threaded_path_and_agree_with_the_sequential_one() {
+    // K d N = 8 * 64 * 2048 crosses PARALLEL_FLOPS; the same sums computed sample by sample.
+    let ufm = Ufm::new(
+        crate::loss::Loss::CrossEntropy,
+        8,
+        256,
+        64,
+        1e-3,
+        1e-3,
+        1e-3,
+    )
+    .unwrap();
+    let x = random_point(&ufm, 3, 0.3);
+    let blocks = ufm.blocks(&x);
+    let mut expected = 0.0;
+    for i in 0..ufm.samples() {
+        let z: Vec<f64> = (0..8)
+            .map(|c| {
+                (0..64)
+                    .map(|j| blocks.w[(c, j)] * blocks.h[(j, i)])
+                    .sum::<f64>()
+                    + blocks.b[c]
+            })
+            .collect();
+        expected += ufm.loss.value(&z, ufm.label(i)) / ufm.samples() as f64;
+    }
+    expected += ufm.regulariser(&x);
+    assert!((ufm.value(&x) - expected).abs() <= 1e-12 * expected);
+}
+
+#[test]
+fn rejects_bad_instances() {
+    use crate::loss::Loss;
+    assert!(matches!(
+        Ufm::new(Loss::CrossEntropy, 1, 2, 2, 0.1, 0.1, 0.1),
+        Err(Error::TooFewClasses(1))
+    ));
+    assert!(Ufm::new(Loss::CrossEntropy, 3, 0, 2, 0.1, 0.1, 0.1).is_err());
+    assert!(Ufm::new(Loss::CrossEntropy, 3, 2, 0, 0.1, 0.1, 0.1).is_err());
+    assert!(Ufm::new(Loss::CrossEntropy, 3, 2, 2, -0.1, 0.1, 0.1).is_err());
+    assert!(Ufm::new(Loss::CrossEntropy, 3, 2, 2, 0.1, f64::NAN, 0.1).is_err());
+    assert!(Ufm::new(Loss::LabelSmoothing { alpha: 1.0 }, 3, 2, 2, 0.1, 0.1, 0.1).is_err());
+}
