@@ -2,6 +2,8 @@
 //! trained long? See the README for the commands and the metric definitions.
 
 mod cmd;
+mod plot;
+mod runs;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,6 +23,12 @@ enum Command {
     Ufm(cmd::ufm::Args),
     /// Probe the UFM landscape: random restarts and curvature at critical points.
     Landscape(cmd::landscape::Args),
+    /// Figures, tables and a Markdown report from a folder of training runs.
+    Report(cmd::report::Args),
+    /// Train every cell of loss x width x epochs x seed (here, or one cell per batch job).
+    Sweep(cmd::sweep::Args),
+    /// Feature equivalence between runs: Procrustes distances, CKA, prediction agreement.
+    Compare(cmd::compare::Args),
 }
 
 fn main() -> ExitCode {
@@ -29,6 +37,9 @@ fn main() -> ExitCode {
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Ufm(args) => cmd::ufm::run(args),
         Command::Landscape(args) => cmd::landscape::run(args),
+        Command::Report(args) => cmd::report::run(args),
+        Command::Sweep(args) => cmd::sweep::run(args),
+        Command::Compare(args) => cmd::compare::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

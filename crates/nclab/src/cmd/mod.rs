@@ -1,4 +1,7 @@
 //! One module per subcommand: its clap `Args` and a `run` function.
 pub mod analyze;
+pub mod compare;
 pub mod landscape;
+pub mod report;
+pub mod sweep;
 pub mod ufm;

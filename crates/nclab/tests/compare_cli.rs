@@ -1,0 +1,271 @@
+//! `nclab compare` on constructed run directories: a rotated, rescaled copy of a run is the
+//! same network (distance 0, CKA 1, identical predictions); an unrelated one is not.
+
+use nc_data::npz::write_npz;
+use nc_data::safetensors::write_safetensors;
+use nc_data::{ArraySlice, ArrayView};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nclab-compare-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn nclab(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nclab"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Deterministic values in [-1, 1).
+fn values(seed: u64, len: usize) -> Vec<f64> {
+    let mut state = seed.wrapping_add(0x9E3779B97F4A7C15);
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+const K: usize = 3;
+const D: usize = 4;
+const N: usize = 30;
+
+/// A network's outputs: features (N x D), labels, classifier, class means.
+struct Net {
+    features: Vec<f64>,
+    labels: Vec<i64>,
+    weight: Vec<f64>,
+    bias: Vec<f64>,
+}
+
+fn base_net(seed: u64) -> Net {
+    let centres = values(seed, K * D);
+    let noise = values(seed + 1, N * D);
+    let labels: Vec<i64> = (0..N).map(|i| (i % K) as i64).collect();
+    let features = (0..N)
+        .flat_map(|i| (0..D).map(move |j| (i, j)))
+        .map(|(i, j)| 3.0 * centres[(i % K) * D + j] + 0.3 * noise[i * D + j])
+        .collect();
+    Net {
+        features,
+        labels,
+        weight: values(seed + 2, K * D),
+        bias: values(seed + 3, K),
+    }
+}
+
+/// The same network seen through a rotation R of feature space, scaled by 2:
+/// h' = 2 R h, W' = W R^T / 2 (so logits are unchanged).
+fn rotated(net: &Net) -> Net {
+    // A rotation in the (0, 1) plane and a reflection of axis 3.
+    let (c, s) = (0.6f64, 0.8f64);
+    let rot =
+        |v: &[f64]| -> Vec<f64> { vec![c * v[0] - s * v[1], s * v[0] + c * v[1], v[2], -v[3]] };
+    let features = net
+        .features
+        .chunks(D)
+        .flat_map(|h| rot(h).into_iter().map(|x| 2.0 * x))
+        .collect();
+    let weight = net
+        .weight
+        .chunks(D)
+        .flat_map(|w| rot(w).into_iter().map(|x| x / 2.0))
+        .collect();
+    Net {
+        features,
+        labels: net.labels.clone(),
+        weight,
+        bias: net.bias.clone(),
+    }
+}
+
+fn class_means(net: &Net) -> Vec<f64> {
+    let mut means = vec![0.0; K * D];
+    let mut counts = [0usize; K];
+    for (h, &y) in net.features.chunks(D).zip(&net.labels) {
+        counts[y as usize] += 1;
+        for j in 0..D {
+            means[y as usize * D + j] += h[j];
+        }
+    }
+    for k in 0..K {
+        for j in 0..D {
+            means[k * D + j] /= counts[k] as f64;
+        }
+    }
+    means
+}
+
+fn write_run(dir: &Path, net: &Net) {
+    std::fs::create_dir_all(dir).unwrap();
+    let means = class_means(net);
+    write_safetensors(
+        &dir.join("final.safetensors"),
+        &[
+            (
+                "weight",
+                ArrayView {
+                    shape: &[K, D],
+                    data: ArraySlice::F64(&net.weight),
+                },
+            ),
+            (
+                "bias",
+                ArrayView {
+                    shape: &[K],
+                    data: ArraySlice::F64(&net.bias),
+                },
+            ),
+            (
+                "train_class_means",
+                ArrayView {
+                    shape: &[K, D],
+                    data: ArraySlice::F64(&means),
+                },
+            ),
+            (
+                "test_class_means",
+                ArrayView {
+                    shape: &[K, D],
+                    data: ArraySlice::F64(&means),
+                },
+            ),
+        ],
+    )
+    .unwrap();
+    // Stored in a different sample order in each run: matching must go through `indices`.
+    let order: Vec<usize> = if dir.to_string_lossy().ends_with('b') {
+        (0..N).rev().collect()
+    } else {
+        (0..N).collect()
+    };
+    let features: Vec<f32> = order
+        .iter()
+        .flat_map(|&i| net.features[i * D..(i + 1) * D].iter().map(|&x| x as f32))
+        .collect();
+    let labels: Vec<i64> = order.iter().map(|&i| net.labels[i]).collect();
+    let indices: Vec<i64> = order.iter().map(|&i| i as i64).collect();
+    for split in ["train", "test"] {
+        write_npz(
+            &dir.join(format!("features_{split}.npz")),
+            &[
+                (
+                    "features",
+                    ArrayView {
+                        shape: &[N, D],
+                        data: ArraySlice::F32(&features),
+                    },
+                ),
+                (
+                    "labels",
+                    ArrayView {
+                        shape: &[N],
+                        data: ArraySlice::I64(&labels),
+                    },
+                ),
+                (
+                    "indices",
+                    ArrayView {
+                        shape: &[N],
+                        data: ArraySlice::I64(&indices),
+                    },
+                ),
+                (
+                    "weight",
+                    ArrayView {
+                        shape: &[K, D],
+                        data: ArraySlice::F64(&net.weight),
+                    },
+                ),
+                (
+                    "bias",
+                    ArrayView {
+                        shape: &[K],
+                        data: ArraySlice::F64(&net.bias),
+                    },
+                ),
+            ],
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn rotated_copy_is_the_same_network() {
+    let root = scratch_dir("rotated");
+    let a = base_net(1);
+    write_run(&root.join("a"), &a);
+    write_run(&root.join("b"), &rotated(&a));
+    write_run(&root.join("c"), &base_net(50));
+    let out = root.join("out");
+    let (code, stdout, stderr) = nclab(&[
+        "compare",
+        root.join("a").to_str().unwrap(),
+        root.join("b").to_str().unwrap(),
+        root.join("c").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("means_procrustes"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let at = |key: &str, i: usize, j: usize| json[key][i][j].as_f64().unwrap();
+    // Features are stored as f32: agreement to about 1e-7 relative, distances to its square root.
+    assert!(at("means_procrustes", 0, 1) < 1e-3, "{json}");
+    assert!(at("classifier_procrustes", 0, 1) < 1e-6, "{json}");
+    assert!((at("train_cka", 0, 1) - 1.0).abs() < 1e-6, "{json}");
+    assert_eq!(at("test_prediction_agreement", 0, 1), 1.0);
+    assert_eq!(at("per_class_accuracy_gap", 0, 1), 0.0);
+    assert!(
+        at("means_procrustes", 0, 2) > 0.05,
+        "an unrelated run must be farther: {json}"
+    );
+    assert!(at("train_cka", 0, 2) < 0.999, "{json}");
+    assert_eq!(at("means_procrustes", 2, 0), at("means_procrustes", 0, 2));
+    for name in ["means_procrustes", "train_cka"] {
+        let png = std::fs::read(out.join(format!("compare_{name}.png"))).unwrap();
+        assert_eq!(&png[..4], b"\x89PNG");
+        assert!(
+            std::fs::read_to_string(out.join(format!("compare_{name}.svg")))
+                .unwrap()
+                .contains("<svg")
+        );
+    }
+    let csv = std::fs::read_to_string(out.join("compare.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 9);
+}
+
+#[test]
+fn bad_runs_are_named() {
+    let root = scratch_dir("bad");
+    write_run(&root.join("a"), &base_net(1));
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    let (code, _, stderr) = nclab(&[
+        "compare",
+        root.join("a").to_str().unwrap(),
+        root.join("empty").to_str().unwrap(),
+        "--out",
+        root.join("o").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("empty") && stderr.contains("final.safetensors"),
+        "{stderr}"
+    );
+    let (code, _, _) = nclab(&["compare", root.join("a").to_str().unwrap()]);
+    assert_eq!(code, 2, "one run is not a comparison");
+}

@@ -1,0 +1,212 @@
+//! `nclab report` on fixture run directories written by hand in the documented format.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nclab-report-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn nclab(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_nclab"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A run directory with a config, `epochs + 1` metric rows (NC1 falling geometrically from
+/// `nc1_start` by `nc1_factor` per epoch) and, if `test_acc` is given, a summary.
+fn write_run(
+    dir: &Path,
+    loss: &str,
+    width: f64,
+    epochs: usize,
+    seed: u64,
+    nc1_start: f64,
+    nc1_factor: f64,
+    test_acc: Option<f64>,
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let loss_json = match loss {
+        "ls" => r#"{"kind":"ls","alpha":0.05}"#.to_string(),
+        "fl" => r#"{"kind":"fl","gamma":3.0}"#.to_string(),
+        "mse" => r#"{"kind":"mse","rescale":15.0}"#.to_string(),
+        _ => format!(r#"{{"kind":"{loss}"}}"#),
+    };
+    let config = format!(
+        r#"{{"nclab_version":"0.1.0","data":{{"kind":"embeddedmnist"}},"per_class":100,"val_fraction":0.1,
+        "model":{{"kind":"mlp","depth":2,"hidden":512,"batch_norm":false,"width":{width}}},"loss":{loss_json},
+        "lr":0.1,"epochs":{epochs},"seed":{seed},"milestones":[1,2],"batch_size":128,"eval_every":1}}"#
+    );
+    std::fs::write(dir.join("config.json"), config).unwrap();
+    let mut lines = String::new();
+    for e in 0..=epochs {
+        let nc1 = nc1_start * nc1_factor.powi(e as i32);
+        lines.push_str(&format!(
+            "{{\"epoch\":{e},\"lr\":0.1,\"train_loss\":1.0,\"train_acc\":{},\"val_acc\":0.9,\"test_acc\":0.9,\"train_nc1\":{nc1},\"test_nc1\":{},\"train_nc2\":0.5,\"train_nc3\":0.4,\"test_nc4\":null}}\n",
+            0.5 + 0.5 * e as f64 / epochs as f64,
+            2.0 * nc1
+        ));
+    }
+    std::fs::write(dir.join("metrics.jsonl"), lines).unwrap();
+    if let Some(acc) = test_acc {
+        let summary = format!(
+            r#"{{"epochs":{epochs},"best_epoch":{epochs},"best_val_acc":0.9,"best_val_test_acc":{acc},"final_train_acc":1.0,"final_test_acc":{acc}}}"#
+        );
+        std::fs::write(dir.join("summary.json"), summary).unwrap();
+    }
+}
+
+fn assert_png_and_svg(stem: &Path) {
+    let png = std::fs::read(stem.with_extension("png"))
+        .unwrap_or_else(|e| panic!("{}: {e}", stem.display()));
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{}", stem.display());
+    let svg = std::fs::read_to_string(stem.with_extension("svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.trim_end().ends_with("</svg>"));
+}
+
+#[test]
+fn report_from_fixture_runs() {
+    let root = scratch_dir("fixture");
+    // Two seeds of ce and ls at width 1, 4 epochs; one unfinished fl run.
+    write_run(&root.join("ce-s1"), "ce", 1.0, 4, 1, 1.6, 0.7, Some(0.95));
+    write_run(&root.join("ce-s2"), "ce", 1.0, 4, 2, 1.6, 0.7, Some(0.97));
+    write_run(
+        &root.join("nested/ls-s1"),
+        "ls",
+        1.0,
+        4,
+        1,
+        1.6,
+        0.1,
+        Some(0.96),
+    );
+    write_run(
+        &root.join("nested/ls-s2"),
+        "ls",
+        1.0,
+        4,
+        2,
+        1.6,
+        0.1,
+        Some(0.96),
+    );
+    write_run(&root.join("fl-s1"), "fl", 1.0, 4, 1, 1.6, 0.5, None);
+    let (code, stdout, stderr) = nclab(&["report", root.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let out = root.join("report");
+    assert_png_and_svg(&out.join("nc_w1_e4"));
+    assert_png_and_svg(&out.join("accuracy_w1_e4"));
+    assert_png_and_svg(&out.join("heatmap_test_acc_ce"));
+    assert_png_and_svg(&out.join("heatmap_diff_from_ce_ls"));
+    assert_png_and_svg(&out.join("heatmap_seed_std_ls"));
+
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // CE: mean of 0.95 and 0.97 = 0.96, sample std = sqrt(2 * 0.01^2 / 1) = 0.014142.
+    assert!(md.contains("| ce | 2 | 0.9600 ± 0.0141 |"), "{md}");
+    assert!(md.contains("| ls | 2 | 0.9600 ± 0.0000 |"), "{md}");
+    // Train NC1 after 4 epochs: ls 1.6 * 0.1^4 = 1.6e-4 (10^4 x lower); ce 1.6 * 0.7^4 =
+    // 0.38416 (4.2 x lower), which the findings must call partial collapse.
+    assert!(md.contains("1.60e-4"), "{md}");
+    assert!(md.contains("0.3842"), "{md}");
+    assert!(
+        md.contains("**ce**: train NC1 1.6000 -> 0.3842 (4.2x lower): collapses only partly"),
+        "{md}"
+    );
+    assert!(
+        md.contains("**ls**: train NC1 1.6000 -> 1.60e-4 (10000.0x lower): collapses;"),
+        "{md}"
+    );
+    assert!(md.contains("fl-s1"), "the unfinished run is named: {md}");
+    assert!(stdout.contains("report.md"));
+
+    let csv = std::fs::read_to_string(out.join("summary.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 5, "header + 4 finished runs: {csv}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let ce_row: Vec<&str> = lines
+        .iter()
+        .find(|l| l.contains("ce-s2"))
+        .unwrap()
+        .split(',')
+        .collect();
+    assert_eq!(ce_row[col("best_val_test_acc")], "0.97");
+    assert_eq!(ce_row[col("seed")], "2");
+    let final_nc1: f64 = ce_row[col("final_train_nc1")].parse().unwrap();
+    assert!((final_nc1 - 0.38416).abs() < 1e-12, "{final_nc1}");
+    assert_eq!(ce_row[col("initial_train_nc1")], "1.6");
+}
+
+#[test]
+fn no_runs_is_a_clear_error() {
+    let root = scratch_dir("empty");
+    let (code, _, stderr) = nclab(&["report", root.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no run directories"), "{stderr}");
+    let (code, _, stderr) = nclab(&["report", root.join("missing").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not a directory"), "{stderr}");
+}
+
+#[test]
+fn mismatched_settings_are_named() {
+    let root = scratch_dir("mismatch");
+    write_run(&root.join("a"), "ce", 1.0, 2, 1, 1.0, 0.5, Some(0.9));
+    write_run(&root.join("b"), "ls", 1.0, 2, 1, 1.0, 0.5, Some(0.9));
+    let config = std::fs::read_to_string(root.join("b/config.json"))
+        .unwrap()
+        .replace("\"lr\":0.1", "\"lr\":0.05");
+    std::fs::write(root.join("b/config.json"), config).unwrap();
+    let (code, _, stderr) = nclab(&["report", root.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("mismatched settings") && stderr.contains("lr"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn half_written_runs() {
+    let root = scratch_dir("half");
+    write_run(
+        &root.join("only-unfinished"),
+        "ce",
+        1.0,
+        2,
+        1,
+        1.0,
+        0.5,
+        None,
+    );
+    let (code, _, stderr) = nclab(&["report", root.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("no finished runs") && stderr.contains("only-unfinished"),
+        "{stderr}"
+    );
+
+    write_run(&root.join("broken"), "ce", 1.0, 2, 2, 1.0, 0.5, Some(0.9));
+    std::fs::write(
+        root.join("broken/metrics.jsonl"),
+        "{\"epoch\":0,\"train_nc1\":1.0}\n{\"epoch\":1,\"tra",
+    )
+    .unwrap();
+    let (code, _, stderr) = nclab(&["report", root.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("metrics.jsonl line 2"), "{stderr}");
+
+    std::fs::write(root.join("broken/config.json"), "{\"loss\":").unwrap();
+    let (code, _, stderr) = nclab(&["report", root.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("config.json"), "{stderr}");
+}
