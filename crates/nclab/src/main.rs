@@ -17,6 +17,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The main job: the paper's experiment at a preset scale (default: ~15 min on a laptop CPU).
+    Reproduce(cmd::reproduce::Args),
     /// Compute every neural-collapse metric of a feature file (.npz, .safetensors or a directory of .npy).
     Analyze(cmd::analyze::Args),
     /// Solve the unconstrained feature model for one loss and check it against the closed-form optimum.
@@ -34,6 +36,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Reproduce(args) => cmd::reproduce::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Ufm(args) => cmd::ufm::run(args),
         Command::Landscape(args) => cmd::landscape::run(args),

@@ -31,6 +31,8 @@ struct RunData {
     num_classes: usize,
     /// K x d_means, row-major.
     train_means: (Vec<f64>, usize),
+    /// The same at initialisation, if saved.
+    initial_means: Option<(Vec<f64>, usize)>,
     /// K x d classifier and bias.
     weight: (Vec<f64>, usize),
     bias: Vec<f64>,
@@ -53,6 +55,10 @@ pub struct Comparison {
     pub test_prediction_agreement: Vec<Vec<Option<f64>>>,
     /// Mean over classes of |per-class test accuracy difference|.
     pub per_class_accuracy_gap: Vec<Vec<Option<f64>>>,
+    /// Baseline for `means_procrustes`: for each run, the distance between its trained class
+    /// means and those of the same network at initialisation (epoch 0), when the run saved
+    /// them (`initial_train_class_means`).
+    pub untrained_means_procrustes: Option<Vec<Option<f64>>>,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -101,6 +107,15 @@ fn load_run(dir: &Path) -> Result<RunData> {
         &path,
         "train_class_means",
     )?;
+    let initial_means = match tensors.get("initial_train_class_means") {
+        Some(m) => Some(matrix(
+            &m.to_f64_vec(),
+            &m.shape,
+            &path,
+            "initial_train_class_means",
+        )?),
+        None => None,
+    };
     let weight = get("weight")?;
     let weight_m = matrix(&weight.to_f64_vec(), &weight.shape, &path, "weight")?;
     let bias = get("bias")?.to_f64_vec();
@@ -127,6 +142,7 @@ fn load_run(dir: &Path) -> Result<RunData> {
         dir: dir.to_path_buf(),
         num_classes,
         train_means,
+        initial_means,
         weight: weight_m,
         bias,
         train_features: features("train")?,
@@ -215,7 +231,20 @@ pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
         train_cka: vec![vec![None; n]; n],
         test_prediction_agreement: vec![vec![None; n]; n],
         per_class_accuracy_gap: vec![vec![None; n]; n],
+        untrained_means_procrustes: None,
     };
+    if runs.iter().any(|r| r.initial_means.is_some()) {
+        let baseline = runs
+            .iter()
+            .map(|r| {
+                r.initial_means
+                    .as_ref()
+                    .map(|(m, d)| procrustes_distance(m, *d, &r.train_means.0, r.train_means.1))
+                    .transpose()
+            })
+            .collect::<nc_math::Result<Vec<_>>>()?;
+        out.untrained_means_procrustes = Some(baseline);
+    }
     for i in 0..n {
         for j in i..n {
             let (a, b) = (&runs[i], &runs[j]);
@@ -281,7 +310,7 @@ pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
     Ok(out)
 }
 
-fn table(name: &str, labels: &[String], m: &[Vec<Option<f64>>]) -> String {
+pub fn table(name: &str, labels: &[String], m: &[Vec<Option<f64>>]) -> String {
     let width = labels.iter().map(String::len).max().unwrap_or(4).max(8);
     let mut s = format!("{name}\n{:width$}", "");
     for l in labels {
@@ -302,7 +331,7 @@ fn table(name: &str, labels: &[String], m: &[Vec<Option<f64>>]) -> String {
     s
 }
 
-fn write_outputs(c: &Comparison, out: &Path) -> Result<()> {
+pub fn write_outputs(c: &Comparison, out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     nc_data::io::write_atomic_bytes(
         &out.join("compare.json"),

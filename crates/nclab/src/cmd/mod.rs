@@ -3,5 +3,6 @@ pub mod analyze;
 pub mod compare;
 pub mod landscape;
 pub mod report;
+pub mod reproduce;
 pub mod sweep;
 pub mod ufm;
