@@ -272,7 +272,7 @@ fn bad_loss(text: &str) -> Error {
 fn batch_width(logits: &[f64], targets: &[usize], out_len: usize) -> Result<usize> {
     if targets.is_empty()
         || logits.is_empty()
-        || logits.len() % targets.len() != 0
+        || !logits.len().is_multiple_of(targets.len())
         || out_len != logits.len()
     {
         return Err(Error::Shape {

@@ -131,9 +131,7 @@ fn validate(options: &SolveOptions) -> Result<()> {
         ));
     }
     match options.optimizer {
-        Optimizer::Lbfgs { memory } if memory == 0 => {
-            bad("L-BFGS needs a memory of at least 1".into())
-        }
+        Optimizer::Lbfgs { memory: 0 } => bad("L-BFGS needs a memory of at least 1".into()),
         Optimizer::GradientDescent { step } | Optimizer::Momentum { step, .. }
             if !(step.is_finite() && step > 0.0) =>
         {
@@ -447,7 +445,8 @@ fn zoom(
 fn cubic_minimizer(p: &Trial, q: &Trial) -> Option<f64> {
     let d1 = p.slope + q.slope - 3.0 * (p.value - q.value) / (p.step - q.step);
     let radicand = d1 * d1 - p.slope * q.slope;
-    if !(radicand >= 0.0) {
+    // Negative or NaN: no real minimiser.
+    if radicand.is_nan() || radicand < 0.0 {
         return None;
     }
     let d2 = (q.step - p.step).signum() * radicand.sqrt();
