@@ -162,6 +162,27 @@ fn trace_has_one_row_per_iteration_plus_the_start() {
 }
 
 #[test]
+fn target_gap_stops_once_the_gap_is_reached() {
+    let (code, stdout, stderr) = nclab(&with_problem(
+        &["ufm", "--loss", "ce"],
+        &["--json", "--target-gap", "1e-3"],
+    ));
+    assert_eq!(code, 0, "{stderr}");
+    let early: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let (_, stdout, _) = nclab(&with_problem(&["ufm", "--loss", "ce"], &["--json"]));
+    let full: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let gap = early["relative_gap"].as_f64().unwrap();
+    assert!(gap <= 1e-3 && gap > 1e-12, "{gap}");
+    assert!(early["iterations"].as_u64() < full["iterations"].as_u64());
+    let (code, _, stderr) = nclab(&with_problem(
+        &["ufm", "--loss", "mse"],
+        &["--target-gap", "1e-3"],
+    ));
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--target-gap needs f*"), "{stderr}");
+}
+
+#[test]
 fn bad_arguments_exit_2_with_a_clear_message() {
     let cases: [(&[&str], &str); 9] = [
         (&["--classes", "1"], "--classes must be at least 2"),

@@ -35,6 +35,8 @@ pub struct SolveOptions {
     /// Stop once `||grad f||_2 <= grad_tol`.
     pub grad_tol: f64,
     pub max_iter: usize,
+    /// Stop once `f(x) <= target` (e.g. `f* (1 + gap)` to time how long a gap takes).
+    pub target: Option<f64>,
 }
 
 /// Why a solve stopped.
@@ -43,6 +45,8 @@ pub struct SolveOptions {
 pub enum Stop {
     /// The gradient norm reached the tolerance.
     Converged,
+    /// The objective reached the target value.
+    ReachedTarget,
     /// The iteration budget ran out.
     MaxIterations,
     /// No step along the search direction lowers f any more: f is at its floating-point
@@ -102,6 +106,9 @@ pub fn minimize(
     let stop = loop {
         if state.grad_norm() <= options.grad_tol {
             break Stop::Converged;
+        }
+        if options.target.is_some_and(|target| state.value <= target) {
+            break Stop::ReachedTarget;
         }
         if iterations >= options.max_iter {
             break Stop::MaxIterations;

@@ -169,6 +169,7 @@ impl ProblemArgs {
                 optimizer,
                 grad_tol: self.tol,
                 max_iter: self.max_iter,
+                target: None,
             },
         ))
     }
@@ -186,6 +187,10 @@ pub struct Args {
     /// Write one CSV row per iteration: iteration, objective, grad_norm, nc1..nc4.
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Stop as soon as the relative gap (f - f*) / |f*| is at most G (needs f* from the
+    /// theory); used to time how long a given accuracy takes.
+    #[arg(long, value_name = "G", allow_hyphen_values = true)]
+    pub target_gap: Option<f64>,
 }
 
 /// The `--json` report.
@@ -227,8 +232,26 @@ fn nc_values(ufm: &Ufm, x: &[f64]) -> Result<[Option<f64>; 4]> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (ufm, options) = args.problem.validate()?;
+    let (ufm, mut options) = args.problem.validate()?;
     let optimum = theory::optimum(&ufm);
+    if let Some(gap) = args.target_gap {
+        if !(gap.is_finite() && gap >= 0.0) {
+            bail!("--target-gap must be a finite number >= 0, got {gap}");
+        }
+        let Some(optimum) = &optimum else {
+            bail!(
+                "--target-gap needs f*, which the theory does not give here: {}",
+                theory::not_covered_reason(&ufm).unwrap_or_default()
+            );
+        };
+        // The inverse of `relative_gap`: f* + G |f*|, or G itself when f* = 0.
+        let scale = if optimum.value == 0.0 {
+            1.0
+        } else {
+            optimum.value.abs()
+        };
+        options.target = Some(optimum.value + gap * scale);
+    }
     let start = random_start(&ufm, args.problem.seed, args.problem.init_scale)?;
 
     let mut trace_rows = Vec::new();

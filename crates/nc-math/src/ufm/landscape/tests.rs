@@ -10,6 +10,7 @@ fn options(restarts: usize) -> ProbeOptions {
             optimizer: Optimizer::Lbfgs { memory: 10 },
             grad_tol: 1e-11,
             max_iter: 20_000,
+            target: None,
         },
         lanczos_steps: 200,
     }

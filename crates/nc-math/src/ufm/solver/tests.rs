@@ -8,6 +8,7 @@ fn lbfgs(max_iter: usize) -> SolveOptions {
         optimizer: Optimizer::Lbfgs { memory: 10 },
         grad_tol: 1e-12,
         max_iter,
+        target: None,
     }
 }
 
@@ -94,6 +95,7 @@ fn fixed_step_methods_descend() {
             optimizer,
             grad_tol: 1e-6,
             max_iter: 300,
+            target: None,
         };
         let solution = minimize(&ufm, start.clone(), &options, |it, _| trace.push(*it)).unwrap();
         assert_eq!(
@@ -112,6 +114,7 @@ fn fixed_step_methods_descend() {
         optimizer: Optimizer::GradientDescent { step: 1e6 },
         grad_tol: 0.0,
         max_iter: 50,
+        target: None,
     };
     assert!(minimize(&ufm, start, &diverging, |_, _| {}).is_err());
 }
@@ -141,6 +144,7 @@ fn random_starts_are_seeded_and_options_are_checked() {
             optimizer,
             grad_tol: 1e-8,
             max_iter: 10,
+            target: None,
         };
         assert!(
             minimize(&ufm, start.clone(), &options, |_, _| {}).is_err(),
@@ -148,4 +152,20 @@ fn random_starts_are_seeded_and_options_are_checked() {
         );
     }
     assert!(minimize(&ufm, vec![0.0; 3], &lbfgs(10), |_, _| {}).is_err());
+}
+
+#[test]
+fn a_target_value_stops_the_solve_early() {
+    let ufm = Ufm::new(Loss::CrossEntropy, 4, 5, 6, 5e-3, 5e-3, 1e-2).unwrap();
+    let optimum = theory::optimum(&ufm).unwrap().value;
+    let start = random_point(&ufm, 0, 0.1);
+    let full = minimize(&ufm, start.clone(), &lbfgs(10_000), |_, _| {}).unwrap();
+    let options = SolveOptions {
+        target: Some(optimum * (1.0 + 1e-3)),
+        ..lbfgs(10_000)
+    };
+    let early = minimize(&ufm, start, &options, |_, _| {}).unwrap();
+    assert_eq!(early.stop, Stop::ReachedTarget);
+    assert!(early.iterations < full.iterations);
+    assert!(relative_gap(early.objective, optimum) <= 1e-3);
 }
