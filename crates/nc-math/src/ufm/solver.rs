@@ -6,6 +6,7 @@ use super::objective::{Objective, Ufm};
 use crate::error::{Error, Result};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
+use rayon::prelude::*;
 use serde::Serialize;
 
 /// Sufficient-decrease constant of the Wolfe conditions.
@@ -461,13 +462,32 @@ fn cubic_minimizer(p: &Trial, q: &Trial) -> Option<f64> {
     step.is_finite().then_some(step)
 }
 
+/// Vectors at least this long are split across threads.
+const PARALLEL_LENGTH: usize = 1 << 16;
+/// Chunk of a vector handed to one thread.
+const CHUNK: usize = 1 << 14;
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+    let serial = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    if a.len() < PARALLEL_LENGTH {
+        return serial(a, b);
+    }
+    a.par_chunks(CHUNK)
+        .zip(b.par_chunks(CHUNK))
+        .map(|(a, b)| serial(a, b))
+        .sum()
 }
 
 /// `y += alpha x`
 fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
-    y.iter_mut().zip(x).for_each(|(yi, xi)| *yi += alpha * xi);
+    let serial =
+        |x: &[f64], y: &mut [f64]| y.iter_mut().zip(x).for_each(|(yi, xi)| *yi += alpha * xi);
+    if y.len() < PARALLEL_LENGTH {
+        return serial(x, y);
+    }
+    y.par_chunks_mut(CHUNK)
+        .zip(x.par_chunks(CHUNK))
+        .for_each(|(y, x)| serial(x, y));
 }
 
 #[cfg(test)]
