@@ -31,8 +31,9 @@
 //! Phase 1 ([`MeanAccumulator`]) sums features per class. Phase 2 ([`MetricsPlan`] +
 //! [`ScatterAccumulator`]) centres each sample on its own class mean first (so nothing
 //! cancels when NC1 -> 0 or the features carry a large common offset), then applies one
-//! matrix product with the functionals [W^T | U | Q C] where Q C is the reference means'
-//! centred matrix projected on its own truncated singular basis Q. The logits follow as
+//! matrix product with the functionals [W^T | U | Q], where Q is the truncated singular
+//! basis of the reference means of the NCC rule (Q = U, and no extra rows, when those are
+//! the data's own means). The logits follow as
 //! W (h - mu_y) + (W mu_y + b), the NCC distances as
 //! ||Q^T (h - m_k)||^2 = ||q||^2 + 2 q.(a_y - c_k) + ||a_y - c_k||^2 with q = Q^T (h - mu_y),
 //! a_y = Q^T (mu_y - m_G), c_k = Q^T (m_k - m_G); the part of h - m_k outside span(Q) is the
@@ -471,15 +472,19 @@ pub struct MetricsPlan {
     own_means: Vec<f64>,
     own_counts: Option<Vec<u64>>,
     classifier: Option<Classifier>,
-    /// Functionals applied to each centred sample h - mu_y, as rows (m x d):
-    /// W (K rows, when a classifier is given), U^T (r rows), (Q C)^T (K rows).
+    /// Functionals applied to each centred sample c = h - mu_y, as rows (m x d):
+    /// W (K rows, when a classifier is given), U^T (r rows), and Q^T (r_q rows) only when
+    /// the NCC reference means differ from the file's own (otherwise Q = U).
     functionals: Mat<f64>,
     /// 1 / s_j^2 for the r kept singular values of M.
     inv_sq_singular: Vec<f64>,
     /// (W mu_y + b)_k, K x K row-major (y, k).
     logit_offset: Vec<f64>,
-    /// q.a_y is computed as (U^T c).(U^T-coordinates): a_y = Q^T (mu_y - m_G) expressed in
-    /// d-space as Q a_y, stored K x d row-major so that q.a_y = c.(Q a_y).
+    /// First row of the Q-projections q = Q^T c among the functional outputs.
+    ncc_rows: std::ops::Range<usize>,
+    /// c_k = Q^T (m_k - m_G): reference means in Q-coordinates, K x r_q (row k = class k).
+    ncc_coords: Mat<f64>,
+    /// a_y = Q^T (mu_y - m_G), K x r_q row-major.
     ncc_anchor: Vec<f64>,
     /// ||a_y - c_k||^2, K x K row-major (y, k).
     ncc_offset: Vec<f64>,
@@ -530,45 +535,50 @@ impl MetricsPlan {
         let r = own_basis.singular_values.len();
         let class_level = ClassLevel::new(own, &centred, classifier, r);
 
-        // NCC geometry in the reference means' own truncated basis Q.
+        // NCC geometry in the reference means' own truncated basis Q (= U for own means).
+        let same_reference = reference.is_none_or(|r| std::ptr::eq(r, own));
         let reference = reference.unwrap_or(own);
         let ref_centred = reference.centred();
-        let ref_basis = if std::ptr::eq(reference, own) {
-            own_basis.basis.clone()
+        let ref_basis = if same_reference {
+            None
         } else {
-            truncated_basis(&ref_centred)?.basis
+            Some(truncated_basis(&ref_centred)?.basis)
         };
-        let q = ref_basis.as_ref();
+        let q = ref_basis.as_ref().unwrap_or(&own_basis.basis).as_ref();
         // Coordinates in Q: c_k = Q^T (m_k - m_G), a_y = Q^T (mu_y - m_G).
-        let ref_coords = mat_mul(q.transpose(), ref_centred.as_ref());
+        let ncc_coords = mat_mul(ref_centred.transpose(), q);
         let own_vs_ref = Mat::from_fn(d, k, |i, y| own.mean(y)[i] - reference.global_mean[i]);
-        let anchor_coords = mat_mul(q.transpose(), own_vs_ref.as_ref());
-        // Q Q^T (m_k - m_G) and Q a_y back in d-space, so the per-sample work is one product.
-        let projected_ref = mat_mul(q, ref_coords.as_ref());
-        let projected_anchor = mat_mul(q, anchor_coords.as_ref());
+        let anchor = mat_mul(own_vs_ref.transpose(), q);
+        let rq = q.ncols();
         let mut ncc_offset = vec![0.0; k * k];
         for y in 0..k {
             for c in 0..k {
-                ncc_offset[y * k + c] = (0..ref_coords.nrows())
-                    .map(|j| (anchor_coords[(j, y)] - ref_coords[(j, c)]).powi(2))
+                ncc_offset[y * k + c] = (0..rq)
+                    .map(|j| (anchor[(y, j)] - ncc_coords[(c, j)]).powi(2))
                     .sum();
             }
         }
         let ncc_anchor = (0..k)
-            .flat_map(|y| (0..d).map(move |i| (y, i)))
-            .map(|(y, i)| projected_anchor[(i, y)])
+            .flat_map(|y| (0..rq).map(move |j| (y, j)))
+            .map(|(y, j)| anchor[(y, j)])
             .collect();
 
         let classifier_rows = classifier.map_or(0, |_| k);
-        let functionals = Mat::from_fn(classifier_rows + r + k, d, |row, i| {
+        let extra_rows = ref_basis.as_ref().map_or(0, |b| b.ncols());
+        let functionals = Mat::from_fn(classifier_rows + r + extra_rows, d, |row, i| {
             if row < classifier_rows {
                 classifier.map_or(0.0, |clf| clf.row(row)[i])
             } else if row < classifier_rows + r {
                 own_basis.basis[(i, row - classifier_rows)]
             } else {
-                projected_ref[(i, row - classifier_rows - r)]
+                q[(i, row - classifier_rows - r)]
             }
         });
+        let ncc_rows = if same_reference {
+            classifier_rows..classifier_rows + r
+        } else {
+            classifier_rows + r..classifier_rows + r + extra_rows
+        };
         let logit_offset = match classifier {
             None => Vec::new(),
             Some(clf) => (0..k)
@@ -589,6 +599,8 @@ impl MetricsPlan {
                 .map(|s| 1.0 / (s * s))
                 .collect(),
             logit_offset,
+            ncc_rows,
+            ncc_coords,
             ncc_anchor,
             ncc_offset,
             class_level,
@@ -719,7 +731,7 @@ impl ScatterState {
         labels: &[u32],
         centred: &mut Vec<f64>,
         outputs: &mut Mat<f64>,
-        ncc_anchor_dot: &mut Vec<f64>,
+        ncc_dots: &mut Mat<f64>,
     ) {
         let (k, d, rows) = (plan.num_classes, plan.dim, labels.len());
         centred.clear();
@@ -747,16 +759,23 @@ impl ScatterState {
             1.0,
             Par::Seq,
         );
-        ncc_anchor_dot.clear();
-        for (i, &y) in labels.iter().enumerate() {
-            let y = y as usize;
-            ncc_anchor_dot.push(dot(
-                &centred[i * d..(i + 1) * d],
-                &plan.ncc_anchor[y * d..(y + 1) * d],
-            ));
+        // q.c_k for every sample and class: (K x r_q) (r_q x rows).
+        let q = outputs
+            .as_ref()
+            .subrows(plan.ncc_rows.start, plan.ncc_rows.len());
+        if ncc_dots.ncols() != rows {
+            *ncc_dots = Mat::zeros(k, rows);
         }
+        matmul(
+            ncc_dots.as_mut(),
+            Accum::Replace,
+            plan.ncc_coords.as_ref(),
+            q,
+            1.0,
+            Par::Seq,
+        );
 
-        let (wr, r) = (plan.classifier_rows(), plan.rank());
+        let (wr, r, rq) = (plan.classifier_rows(), plan.rank(), plan.ncc_rows.len());
         for (i, &y) in labels.iter().enumerate() {
             let y = y as usize;
             let out = outputs.col_as_slice(i);
@@ -764,10 +783,13 @@ impl ScatterState {
                 *acc += p * p;
             }
             // Squared NCC distance up to a k-independent term:
-            // 2 q.(a_y - c_k) + ||a_y - c_k||^2 with q.c_k = c.(Q c_k).
-            let qa = ncc_anchor_dot[i];
-            let ncc =
-                argmin((0..k).map(|c| 2.0 * (qa - out[wr + r + c]) + plan.ncc_offset[y * k + c]));
+            // ||q + a_y - c_k||^2 - ||q||^2 = 2 q.a_y - 2 q.c_k + ||a_y - c_k||^2.
+            let qa = dot(
+                &out[plan.ncc_rows.clone()],
+                &plan.ncc_anchor[y * rq..(y + 1) * rq],
+            );
+            let dots = ncc_dots.col_as_slice(i);
+            let ncc = argmin((0..k).map(|c| 2.0 * (qa - dots[c]) + plan.ncc_offset[y * k + c]));
             if ncc == y {
                 self.ncc_correct += 1;
             }
@@ -814,7 +836,7 @@ impl<'p> ScatterAccumulator<'p> {
                 ScatterState::new(plan),
                 Vec::new(),
                 Mat::zeros(0, 0),
-                Vec::new(),
+                Mat::zeros(0, 0),
             )
         };
         let partial = features
@@ -822,16 +844,16 @@ impl<'p> ScatterAccumulator<'p> {
             .zip(labels.par_chunks(BLOCK_ROWS))
             .fold(
                 blank,
-                |(mut state, mut centred, mut outputs, mut anchor), (block, block_labels)| {
+                |(mut state, mut centred, mut outputs, mut dots), (block, block_labels)| {
                     state.add_block(
                         plan,
                         block,
                         block_labels,
                         &mut centred,
                         &mut outputs,
-                        &mut anchor,
+                        &mut dots,
                     );
-                    (state, centred, outputs, anchor)
+                    (state, centred, outputs, dots)
                 },
             )
             .map(|(state, ..)| state)
