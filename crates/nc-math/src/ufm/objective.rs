@@ -14,8 +14,10 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-/// Below this many multiply-adds per product, threads cost more than they save.
-const PARALLEL_FLOPS: usize = 1 << 20;
+/// Target size (max(K, d) x columns) of one block of logits or features in the sample-parallel passes: large
+/// enough for efficient products, small enough to stay in cache and to give every thread
+/// several blocks.
+const BLOCK_ENTRIES: usize = 1 << 15;
 
 /// One UFM instance: the loss, the sizes and the regularisation strengths.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -148,34 +150,11 @@ impl Ufm {
             .collect()
     }
 
-    fn parallelism(&self) -> Par {
-        if self.classes * self.dim * self.samples() >= PARALLEL_FLOPS {
-            Par::rayon(0)
-        } else {
-            Par::Seq
-        }
-    }
-
-    /// Logits `Z = W H + b 1^T` (K x N, column-major: one sample's logits contiguous).
-    fn logits(&self, x: &[f64]) -> Vec<f64> {
-        let (k, n) = (self.classes, self.samples());
-        let blocks = self.blocks(x);
-        let mut z = vec![0.0; k * n];
-        matmul(
-            MatMut::from_column_major_slice_mut(&mut z, k, n),
-            Accum::Replace,
-            blocks.w,
-            blocks.h,
-            1.0,
-            self.parallelism(),
-        );
-        z.par_chunks_exact_mut(k).for_each(|column| {
-            column
-                .iter_mut()
-                .zip(blocks.b)
-                .for_each(|(zj, bj)| *zj += bj)
-        });
-        z
+    /// Samples per block of the sample-parallel passes: every pass over the data splits
+    /// the N samples into blocks of this many columns, each handled by one thread with
+    /// sequential products, and sums the blocks' contributions to W and b.
+    fn block_columns(&self) -> usize {
+        (BLOCK_ENTRIES / self.classes.max(self.dim)).clamp(1, self.samples())
     }
 
     /// `lW/2 ||W||^2 + lH/2 ||H||^2 + lb/2 ||b||^2`
@@ -191,126 +170,215 @@ impl Ufm {
     /// applied to `x`).
     fn add_regulariser_gradient(&self, x: &[f64], out: &mut [f64]) {
         let (w_len, h_len) = (self.classes * self.dim, self.dim * self.samples());
-        out.par_iter_mut()
-            .zip(x.par_iter())
-            .enumerate()
-            .for_each(|(i, (o, v))| {
-                let lambda = if i < w_len {
-                    self.lambda_w
-                } else if i < w_len + h_len {
-                    self.lambda_h
-                } else {
-                    self.lambda_b
-                };
-                *o += lambda * v;
-            });
+        let scale = |out: &mut [f64], x: &[f64], lambda: f64| {
+            out.par_iter_mut()
+                .zip(x.par_iter())
+                .for_each(|(o, v)| *o += lambda * v)
+        };
+        let (out_w, rest) = out.split_at_mut(w_len);
+        let (out_h, out_b) = rest.split_at_mut(h_len);
+        scale(out_w, &x[..w_len], self.lambda_w);
+        scale(out_h, &x[w_len..w_len + h_len], self.lambda_h);
+        scale(out_b, &x[w_len + h_len..], self.lambda_b);
+    }
+
+    /// The H block of a parameter vector (d x N column-major: sample after sample).
+    fn features<'a>(&self, x: &'a [f64]) -> &'a [f64] {
+        let w_len = self.classes * self.dim;
+        &x[w_len..w_len + self.dim * self.samples()]
+    }
+
+    /// Logits `Z_B = W H_B + b 1^T` of a block of samples (K x |B|, column-major).
+    fn block_logits(&self, at: &Blocks<'_>, h_block: MatRef<'_, f64>) -> Vec<f64> {
+        let (k, cols) = (self.classes, h_block.ncols());
+        let mut z = vec![0.0; k * cols];
+        matmul(
+            MatMut::from_column_major_slice_mut(&mut z, k, cols),
+            Accum::Replace,
+            at.w,
+            h_block,
+            1.0,
+            Par::Seq,
+        );
+        z.chunks_exact_mut(k)
+            .for_each(|column| column.iter_mut().zip(at.b).for_each(|(zj, bj)| *zj += bj));
+        z
     }
 
     /// `f(x)`.
     pub fn value(&self, x: &[f64]) -> f64 {
-        let k = self.classes;
-        let z = self.logits(x);
-        let loss: f64 = z
-            .par_chunks_exact(k)
+        let (k, d, block) = (self.classes, self.dim, self.block_columns());
+        let at = self.blocks(x);
+        let loss: f64 = self
+            .features(x)
+            .par_chunks(d * block)
             .enumerate()
-            .map(|(i, column)| self.loss.value(column, self.label(i)))
+            .map(|(index, h_block)| {
+                let h_block = MatRef::from_column_major_slice(h_block, d, h_block.len() / d);
+                let z = self.block_logits(&at, h_block);
+                z.chunks_exact(k)
+                    .enumerate()
+                    .map(|(i, column)| self.loss.value(column, self.label(index * block + i)))
+                    .sum::<f64>()
+            })
             .sum();
         loss / self.samples() as f64 + self.regulariser(x)
     }
 
-    /// Writes `dL/dZ / N` (K x N) over `z` in place and returns the mean loss.
-    fn loss_gradient_in_place(&self, z: &mut [f64]) -> f64 {
-        let k = self.classes;
-        let inv_n = 1.0 / self.samples() as f64;
-        let total: f64 = z
-            .par_chunks_exact_mut(k)
-            .enumerate()
-            .map_init(
-                || vec![0.0; k],
-                |grad, (i, column)| {
-                    let value = self.loss.value_grad(column, self.label(i), grad);
-                    for (c, g) in column.iter_mut().zip(grad.iter()) {
-                        *c = g * inv_n;
-                    }
-                    value
-                },
-            )
-            .sum();
-        total * inv_n
-    }
-
     /// `grad f = (G H^T + lW W, W^T G + lH H, G 1 + lb b)` with `G = dL/dZ / N`; returns `f(x)`.
     pub fn value_grad(&self, x: &[f64], grad: &mut [f64]) -> f64 {
-        let (k, n) = (self.classes, self.samples());
-        let mut g = self.logits(x);
-        let loss = self.loss_gradient_in_place(&mut g);
-        let g = MatRef::from_column_major_slice(&g, k, n);
-        self.backpropagate(x, g, grad);
+        let (k, d, block) = (self.classes, self.dim, self.block_columns());
+        let inv_n = 1.0 / self.samples() as f64;
+        let at = self.blocks(x);
+        let (grad_w, rest) = grad.split_at_mut(k * d);
+        let (grad_h, grad_b) = rest.split_at_mut(d * self.samples());
+        let (loss, sum_w, sum_b) = self
+            .features(x)
+            .par_chunks(d * block)
+            .zip(grad_h.par_chunks_mut(d * block))
+            .enumerate()
+            .fold(
+                || (0.0, vec![0.0; k * d], vec![0.0; k]),
+                |(mut loss, mut sum_w, mut sum_b), (index, (h_block, grad_h_block))| {
+                    let cols = h_block.len() / d;
+                    let h_block = MatRef::from_column_major_slice(h_block, d, cols);
+                    // G_B = dL/dZ_B / N, in place of the logits.
+                    let mut g = self.block_logits(&at, h_block);
+                    let mut column_grad = vec![0.0; k];
+                    for (i, column) in g.chunks_exact_mut(k).enumerate() {
+                        loss += self.loss.value_grad(
+                            column,
+                            self.label(index * block + i),
+                            &mut column_grad,
+                        );
+                        column
+                            .iter_mut()
+                            .zip(&column_grad)
+                            .for_each(|(c, gj)| *c = gj * inv_n);
+                    }
+                    let g = MatRef::from_column_major_slice(&g, k, cols);
+                    let sum_w_mat = MatMut::from_column_major_slice_mut(&mut sum_w, k, d);
+                    matmul(sum_w_mat, Accum::Add, g, h_block.transpose(), 1.0, Par::Seq);
+                    let grad_h_block = MatMut::from_column_major_slice_mut(grad_h_block, d, cols);
+                    matmul(
+                        grad_h_block,
+                        Accum::Replace,
+                        at.w.transpose(),
+                        g,
+                        1.0,
+                        Par::Seq,
+                    );
+                    add_row_sums(g, &mut sum_b);
+                    (loss, sum_w, sum_b)
+                },
+            )
+            .reduce(|| (0.0, vec![0.0; k * d], vec![0.0; k]), add_partial_sums);
+        grad_w.copy_from_slice(&sum_w);
+        grad_b.copy_from_slice(&sum_b);
         self.add_regulariser_gradient(x, grad);
-        loss + self.regulariser(x)
-    }
-
-    /// Writes `(G H^T, W^T G, G 1)` to `out`: the loss part of the gradient for a given
-    /// `G = dL/dZ` (K x N).
-    fn backpropagate(&self, x: &[f64], g: MatRef<'_, f64>, out: &mut [f64]) {
-        let par = self.parallelism();
-        let blocks = self.blocks(x);
-        let out = self.blocks_mut(out);
-        matmul(out.w, Accum::Replace, g, blocks.h.transpose(), 1.0, par);
-        matmul(out.h, Accum::Replace, blocks.w.transpose(), g, 1.0, par);
-        row_sums(g, out.b);
+        loss * inv_n + self.regulariser(x)
     }
 
     /// Exact Hessian-vector product `out = (d^2 f / dx^2) v`. With `dZ = dW H + W dH + db 1^T`
     /// and `dG_i = (d^2 L / dz^2)(z_i) dZ_i / N`:
     /// `out = (dG H^T + G dH^T + lW dW, dW^T G + W^T dG + lH dH, dG 1 + lb db)`.
     pub fn hvp(&self, x: &[f64], v: &[f64], out: &mut [f64]) {
-        let (k, n) = (self.classes, self.samples());
-        let par = self.parallelism();
-        let inv_n = 1.0 / n as f64;
+        let (k, d, block) = (self.classes, self.dim, self.block_columns());
+        let inv_n = 1.0 / self.samples() as f64;
         let at = self.blocks(x);
         let dir = self.blocks(v);
-
-        let z = self.logits(x);
-        // dZ = dW H + W dH + db 1^T
-        let mut dz = vec![0.0; k * n];
-        {
-            let mut dz_mat = MatMut::from_column_major_slice_mut(&mut dz, k, n);
-            matmul(dz_mat.as_mut(), Accum::Replace, dir.w, at.h, 1.0, par);
-            matmul(dz_mat.as_mut(), Accum::Add, at.w, dir.h, 1.0, par);
-        }
-        // Per sample: G_i = grad L(z_i) / N and dG_i = Hess L(z_i) dZ_i / N (dZ_i + db in place).
-        let mut g = vec![0.0; k * n];
-        g.par_chunks_exact_mut(k)
-            .zip(dz.par_chunks_exact_mut(k))
-            .zip(z.par_chunks_exact(k))
+        let (out_w, rest) = out.split_at_mut(k * d);
+        let (out_h, out_b) = rest.split_at_mut(d * self.samples());
+        let (_, sum_w, sum_b) = self
+            .features(x)
+            .par_chunks(d * block)
+            .zip(self.features(v).par_chunks(d * block))
+            .zip(out_h.par_chunks_mut(d * block))
             .enumerate()
-            .for_each_init(
-                || vec![0.0; k],
-                |scratch, (i, ((g_col, dz_col), z_col))| {
-                    let label = self.label(i);
-                    self.loss.value_grad(z_col, label, g_col);
-                    g_col.iter_mut().for_each(|gj| *gj *= inv_n);
-                    dz_col
-                        .iter_mut()
-                        .zip(dir.b)
-                        .for_each(|(dzj, dbj)| *dzj += dbj);
-                    self.loss.hvp(z_col, label, dz_col, scratch);
-                    dz_col
-                        .iter_mut()
-                        .zip(scratch.iter())
-                        .for_each(|(dzj, hj)| *dzj = hj * inv_n);
+            .fold(
+                || (0.0, vec![0.0; k * d], vec![0.0; k]),
+                |(_, mut sum_w, mut sum_b), (index, ((h_block, dh_block), out_h_block))| {
+                    let cols = h_block.len() / d;
+                    let h_block = MatRef::from_column_major_slice(h_block, d, cols);
+                    let dh_block = MatRef::from_column_major_slice(dh_block, d, cols);
+                    let z = self.block_logits(&at, h_block);
+                    // dZ_B = dW H_B + W dH_B (+ db below)
+                    let mut dz = vec![0.0; k * cols];
+                    let mut dz_mat = MatMut::from_column_major_slice_mut(&mut dz, k, cols);
+                    matmul(
+                        dz_mat.as_mut(),
+                        Accum::Replace,
+                        dir.w,
+                        h_block,
+                        1.0,
+                        Par::Seq,
+                    );
+                    matmul(dz_mat.as_mut(), Accum::Add, at.w, dh_block, 1.0, Par::Seq);
+                    // G_B = grad L / N and dG_B = Hess L dZ_B / N, the latter in place of dZ_B.
+                    let mut g = vec![0.0; k * cols];
+                    let mut scratch = vec![0.0; k];
+                    for (i, ((g_col, dz_col), z_col)) in g
+                        .chunks_exact_mut(k)
+                        .zip(dz.chunks_exact_mut(k))
+                        .zip(z.chunks_exact(k))
+                        .enumerate()
+                    {
+                        let label = self.label(index * block + i);
+                        self.loss.value_grad(z_col, label, g_col);
+                        g_col.iter_mut().for_each(|gj| *gj *= inv_n);
+                        dz_col
+                            .iter_mut()
+                            .zip(dir.b)
+                            .for_each(|(dzj, dbj)| *dzj += dbj);
+                        self.loss.hvp(z_col, label, dz_col, &mut scratch);
+                        dz_col
+                            .iter_mut()
+                            .zip(&scratch)
+                            .for_each(|(dzj, hj)| *dzj = hj * inv_n);
+                    }
+                    let g = MatRef::from_column_major_slice(&g, k, cols);
+                    let dg = MatRef::from_column_major_slice(&dz, k, cols);
+                    let mut sum_w_mat = MatMut::from_column_major_slice_mut(&mut sum_w, k, d);
+                    matmul(
+                        sum_w_mat.as_mut(),
+                        Accum::Add,
+                        dg,
+                        h_block.transpose(),
+                        1.0,
+                        Par::Seq,
+                    );
+                    matmul(
+                        sum_w_mat.as_mut(),
+                        Accum::Add,
+                        g,
+                        dh_block.transpose(),
+                        1.0,
+                        Par::Seq,
+                    );
+                    let mut out_h_mat = MatMut::from_column_major_slice_mut(out_h_block, d, cols);
+                    matmul(
+                        out_h_mat.as_mut(),
+                        Accum::Replace,
+                        dir.w.transpose(),
+                        g,
+                        1.0,
+                        Par::Seq,
+                    );
+                    matmul(
+                        out_h_mat.as_mut(),
+                        Accum::Add,
+                        at.w.transpose(),
+                        dg,
+                        1.0,
+                        Par::Seq,
+                    );
+                    add_row_sums(dg, &mut sum_b);
+                    (0.0, sum_w, sum_b)
                 },
-            );
-        let g = MatRef::from_column_major_slice(&g, k, n);
-        let dg = MatRef::from_column_major_slice(&dz, k, n);
-
-        // The dG terms, as in the gradient.
-        self.backpropagate(x, dg, out);
-        // The G terms: G dH^T into the W block, dW^T G into the H block.
-        let out_blocks = self.blocks_mut(out);
-        matmul(out_blocks.w, Accum::Add, g, dir.h.transpose(), 1.0, par);
-        matmul(out_blocks.h, Accum::Add, dir.w.transpose(), g, 1.0, par);
+            )
+            .reduce(|| (0.0, vec![0.0; k * d], vec![0.0; k]), add_partial_sums);
+        out_w.copy_from_slice(&sum_w);
+        out_b.copy_from_slice(&sum_b);
         self.add_regulariser_gradient(v, out);
     }
 }
@@ -325,14 +393,24 @@ impl Objective for Ufm {
     }
 }
 
-/// `out_k = sum_i m[k, i]`.
-fn row_sums(m: MatRef<'_, f64>, out: &mut [f64]) {
-    out.iter_mut().for_each(|o| *o = 0.0);
+/// `out_k += sum_i m[k, i]`.
+fn add_row_sums(m: MatRef<'_, f64>, out: &mut [f64]) {
     for col in 0..m.ncols() {
         for (row, o) in out.iter_mut().enumerate() {
             *o += m[(row, col)];
         }
     }
+}
+
+/// Adds two blocks' partial sums (loss, W part, b part).
+fn add_partial_sums(
+    mut a: (f64, Vec<f64>, Vec<f64>),
+    b: (f64, Vec<f64>, Vec<f64>),
+) -> (f64, Vec<f64>, Vec<f64>) {
+    a.0 += b.0;
+    a.1.iter_mut().zip(&b.1).for_each(|(x, y)| *x += y);
+    a.2.iter_mut().zip(&b.2).for_each(|(x, y)| *x += y);
+    a
 }
 
 #[cfg(test)]

@@ -60,8 +60,8 @@ fn hessian_vector_product_matches_differences_of_the_gradient() {
 }
 
 #[test]
-fn large_instances_take_the_threaded_path_and_agree_with_the_sequential_one() {
-    // K d N = 8 * 64 * 2048 crosses PARALLEL_FLOPS; the same sums computed sample by sample.
+fn many_sample_blocks_agree_with_a_sample_by_sample_sum() {
+    // N = 2048 samples with d = 64 make four sample blocks; the same sum, sample by sample.
     let ufm = Ufm::new(
         crate::loss::Loss::CrossEntropy,
         8,
@@ -102,4 +102,49 @@ fn rejects_bad_instances() {
     assert!(Ufm::new(Loss::CrossEntropy, 3, 2, 2, -0.1, 0.1, 0.1).is_err());
     assert!(Ufm::new(Loss::CrossEntropy, 3, 2, 2, 0.1, f64::NAN, 0.1).is_err());
     assert!(Ufm::new(Loss::LabelSmoothing { alpha: 1.0 }, 3, 2, 2, 0.1, 0.1, 0.1).is_err());
+}
+
+#[test]
+fn gradient_and_hvp_do_not_depend_on_the_sample_blocks() {
+    // With d = 64 a block holds 512 samples: N = 1200 gives blocks of 512, 512 and 176.
+    let ufm = Ufm::new(
+        crate::loss::Loss::Focal { gamma: 2.0 },
+        3,
+        400,
+        64,
+        1e-3,
+        2e-3,
+        3e-3,
+    )
+    .unwrap();
+    assert_eq!(ufm.block_columns(), 512);
+    let x = random_point(&ufm, 5, 0.3);
+    let v = random_point(&ufm, 6, 1.0);
+    let (mut grad, mut hv) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    let value = ufm.value_grad(&x, &mut grad);
+    ufm.hvp(&x, &v, &mut hv);
+    let step = 1e-6;
+    let moved = |sign: f64| {
+        x.iter()
+            .zip(&v)
+            .map(|(a, b)| a + sign * step * b)
+            .collect::<Vec<f64>>()
+    };
+    let directional = (ufm.value(&moved(1.0)) - ufm.value(&moved(-1.0))) / (2.0 * step);
+    let grad_dot_v: f64 = grad.iter().zip(&v).map(|(g, vi)| g * vi).sum();
+    assert!(
+        (directional - grad_dot_v).abs() <= 1e-7 * grad_dot_v.abs().max(1.0),
+        "{directional} vs {grad_dot_v}"
+    );
+    let (mut gp, mut gm) = (vec![0.0; x.len()], vec![0.0; x.len()]);
+    ufm.value_grad(&moved(1.0), &mut gp);
+    ufm.value_grad(&moved(-1.0), &mut gm);
+    let worst = gp
+        .iter()
+        .zip(&gm)
+        .zip(&hv)
+        .map(|((p, m), h)| ((p - m) / (2.0 * step) - h).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-7, "HVP off by {worst}");
+    assert!((value - ufm.value(&x)).abs() < 1e-13);
 }
