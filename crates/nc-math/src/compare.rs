@@ -90,7 +90,7 @@ fn mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
 }
 
 fn as_matrix<'a>(values: &'a [f64], dim: usize, what: &str) -> Result<MatRef<'a, f64>> {
-    if dim == 0 || values.len() % dim != 0 || values.is_empty() {
+    if dim == 0 || !values.len().is_multiple_of(dim) || values.is_empty() {
         return Err(Error::InvalidArgument(format!(
             "{what}: {} values do not form rows of length {dim}",
             values.len()

@@ -362,16 +362,9 @@ fn simplex_etf(rng: &mut StdRng, k: usize, d: usize, scale: f64) -> Vec<f64> {
     // The centred standard basis vectors of R^K span a (K-1)-dim space; an orthonormal
     // basis B of it (K x (K-1)) maps them to R^(K-1), a random isometry into R^d.
     let ones_complement = {
-        let mut a = Mat::from_fn(k, k, |i, j| {
-            if j == 0 {
-                1.0
-            } else if i == j {
-                1.0
-            } else {
-                0.0
-            }
-        });
-        a[(0, 0)] = 1.0;
+        // Column 0 is the all-ones vector, the rest the identity's: QR makes columns 1.. an
+        // orthonormal basis of the complement of 1.
+        let a = Mat::from_fn(k, k, |i, j| if j == 0 || i == j { 1.0 } else { 0.0 });
         let q = a.qr().compute_Q();
         Mat::from_fn(k, k - 1, |i, j| q[(i, j + 1)])
     };

@@ -427,7 +427,8 @@ where
         let m = lo.abs().max(hi.abs()).max(1e-12);
         (lo, hi) = (-m, m);
     }
-    if !(hi > lo) {
+    // No finite value, or all equal: any range around them shows the cells.
+    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         (lo, hi) = (lo - 1.0, lo + 1.0);
     }
     let mut chart = ChartBuilder::on(root)

@@ -22,18 +22,41 @@ fn nclab(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// A run directory with a config, `epochs + 1` metric rows (NC1 falling geometrically from
-/// `nc1_start` by `nc1_factor` per epoch) and, if `test_acc` is given, a summary.
-fn write_run(
-    dir: &Path,
-    loss: &str,
+/// A fixture run: its settings, NC1 falling geometrically from `nc1_start` by
+/// `nc1_factor` per epoch, and, if `test_acc` is given, a summary (else it is unfinished).
+struct Fixture<'a> {
+    loss: &'a str,
     width: f64,
     epochs: usize,
     seed: u64,
     nc1_start: f64,
     nc1_factor: f64,
     test_acc: Option<f64>,
-) {
+}
+
+fn fixture(loss: &str, seed: u64, nc1_factor: f64, test_acc: Option<f64>) -> Fixture<'_> {
+    Fixture {
+        loss,
+        width: 1.0,
+        epochs: 4,
+        seed,
+        nc1_start: 1.6,
+        nc1_factor,
+        test_acc,
+    }
+}
+
+/// Writes the run directory: config, `epochs + 1` metric rows and the optional summary.
+fn write_run(dir: &Path, f: &Fixture<'_>) {
+    let Fixture {
+        loss,
+        width,
+        epochs,
+        seed,
+        nc1_start,
+        nc1_factor,
+        test_acc,
+    } = *f;
     std::fs::create_dir_all(dir).unwrap();
     let loss_json = match loss {
         "ls" => r#"{"kind":"ls","alpha":0.05}"#.to_string(),
@@ -77,29 +100,17 @@ fn assert_png_and_svg(stem: &Path) {
 fn report_from_fixture_runs() {
     let root = scratch_dir("fixture");
     // Two seeds of ce and ls at width 1, 4 epochs; one unfinished fl run.
-    write_run(&root.join("ce-s1"), "ce", 1.0, 4, 1, 1.6, 0.7, Some(0.95));
-    write_run(&root.join("ce-s2"), "ce", 1.0, 4, 2, 1.6, 0.7, Some(0.97));
+    write_run(&root.join("ce-s1"), &fixture("ce", 1, 0.7, Some(0.95)));
+    write_run(&root.join("ce-s2"), &fixture("ce", 2, 0.7, Some(0.97)));
     write_run(
         &root.join("nested/ls-s1"),
-        "ls",
-        1.0,
-        4,
-        1,
-        1.6,
-        0.1,
-        Some(0.96),
+        &fixture("ls", 1, 0.1, Some(0.96)),
     );
     write_run(
         &root.join("nested/ls-s2"),
-        "ls",
-        1.0,
-        4,
-        2,
-        1.6,
-        0.1,
-        Some(0.96),
+        &fixture("ls", 2, 0.1, Some(0.96)),
     );
-    write_run(&root.join("fl-s1"), "fl", 1.0, 4, 1, 1.6, 0.5, None);
+    write_run(&root.join("fl-s1"), &fixture("fl", 1, 0.5, None));
     let (code, stdout, stderr) = nclab(&["report", root.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     let out = root.join("report");
@@ -160,8 +171,8 @@ fn no_runs_is_a_clear_error() {
 #[test]
 fn mismatched_settings_are_named() {
     let root = scratch_dir("mismatch");
-    write_run(&root.join("a"), "ce", 1.0, 2, 1, 1.0, 0.5, Some(0.9));
-    write_run(&root.join("b"), "ls", 1.0, 2, 1, 1.0, 0.5, Some(0.9));
+    write_run(&root.join("a"), &fixture("ce", 1, 0.5, Some(0.9)));
+    write_run(&root.join("b"), &fixture("ls", 1, 0.5, Some(0.9)));
     let config = std::fs::read_to_string(root.join("b/config.json"))
         .unwrap()
         .replace("\"lr\":0.1", "\"lr\":0.05");
@@ -178,16 +189,7 @@ fn mismatched_settings_are_named() {
 #[test]
 fn half_written_runs() {
     let root = scratch_dir("half");
-    write_run(
-        &root.join("only-unfinished"),
-        "ce",
-        1.0,
-        2,
-        1,
-        1.0,
-        0.5,
-        None,
-    );
+    write_run(&root.join("only-unfinished"), &fixture("ce", 1, 0.5, None));
     let (code, _, stderr) = nclab(&["report", root.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(
@@ -195,7 +197,7 @@ fn half_written_runs() {
         "{stderr}"
     );
 
-    write_run(&root.join("broken"), "ce", 1.0, 2, 2, 1.0, 0.5, Some(0.9));
+    write_run(&root.join("broken"), &fixture("ce", 2, 0.5, Some(0.9)));
     std::fs::write(
         root.join("broken/metrics.jsonl"),
         "{\"epoch\":0,\"train_nc1\":1.0}\n{\"epoch\":1,\"tra",
