@@ -1,0 +1,132 @@
+//! Every setting of a run, saved as `config.json` beside it (enough to rerun it).
+use crate::data::Augment;
+use crate::error::{Result, TrainError};
+use crate::loss::LossKind;
+use crate::model::ModelSpec;
+use crate::optim::SgdSettings;
+use crate::schedule::{default_milestones, MultiStep};
+use crate::source::DataSpec;
+
+/// The configuration of one training run (paper defaults where the paper has one).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    /// nclab version that wrote this file.
+    pub nclab_version: String,
+    pub data: DataSpec,
+    /// Keep the first N training samples of each class.
+    pub per_class: Option<usize>,
+    /// Fraction of each class held out for validation (stratified, seeded); 0 disables.
+    pub val_fraction: f64,
+    /// Per-channel normalisation with the training split's statistics.
+    pub normalize: bool,
+    /// Random crop + flip on the training split (None = off).
+    pub augment: Option<Augment>,
+    pub model: ModelSpec,
+    pub loss: LossKind,
+    pub lr: f64,
+    pub sgd: SgdSettings,
+    /// Epochs after which the learning rate is multiplied by 0.1 (see [`crate::schedule`]).
+    pub milestones: Vec<usize>,
+    /// Global gradient-norm clipping threshold; 0 disables.
+    pub clip_grad_norm: f64,
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub seed: u64,
+    /// NC evaluation every this many epochs (plus epoch 0 and the last epoch).
+    pub eval_every: usize,
+    /// Also write features_train.npz / features_test.npz at the end.
+    pub save_features: bool,
+    /// `cpu` (flex, or libtorch CPU with the `tch` feature) or `cuda:N`.
+    pub device: String,
+    /// Batch size for evaluation passes (does not change any number).
+    pub eval_batch_size: usize,
+}
+
+impl TrainConfig {
+    /// The paper's settings for `data`, `model`, `loss` and `epochs`.
+    pub fn paper(data: DataSpec, model: ModelSpec, loss: LossKind, epochs: usize) -> Self {
+        let augment = data.augments_by_default().then_some(Augment { crop_padding: 4, flip: true });
+        TrainConfig {
+            nclab_version: env!("CARGO_PKG_VERSION").to_string(),
+            data,
+            per_class: None,
+            val_fraction: 0.1,
+            normalize: true,
+            augment,
+            model,
+            loss,
+            lr: 0.1,
+            sgd: SgdSettings { momentum: 0.9, weight_decay: 5e-4, no_decay_on: vec![] },
+            milestones: default_milestones(epochs),
+            clip_grad_norm: 2.0,
+            batch_size: 128,
+            epochs,
+            seed: 1,
+            eval_every: epochs.div_ceil(100).max(1),
+            save_features: false,
+            device: "cpu".into(),
+            eval_batch_size: 1000,
+        }
+    }
+
+    /// The learning-rate schedule.
+    pub fn schedule(&self) -> MultiStep {
+        MultiStep::new(self.lr, self.milestones.clone())
+    }
+
+    /// Whether epoch `e` (0 = initialisation) gets a full NC evaluation.
+    pub fn is_eval_epoch(&self, e: usize) -> bool {
+        e == 0 || e == self.epochs || e % self.eval_every == 0
+    }
+
+    /// Rejects settings that cannot run.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.epochs == 0 {
+            return bad("--epochs must be >= 1".into());
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("--batch-size must be >= 1".into());
+        }
+        if self.eval_every == 0 {
+            return bad("--eval-every must be >= 1".into());
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad(format!("--val-fraction must be in [0, 1), got {}", self.val_fraction));
+        }
+        if !(self.lr > 0.0) || !self.lr.is_finite() {
+            return bad(format!("--lr must be > 0, got {}", self.lr));
+        }
+        if !(0.0..1.0).contains(&self.sgd.momentum) {
+            return bad(format!("--momentum must be in [0, 1), got {}", self.sgd.momentum));
+        }
+        if !(self.sgd.weight_decay >= 0.0) {
+            return bad("--weight-decay must be >= 0".into());
+        }
+        for k in &self.sgd.no_decay_on {
+            if k != "bias" && k != "bn" {
+                return bad(format!("--no-decay-on: unknown kind {k:?} (bias, bn)"));
+            }
+        }
+        if !(self.clip_grad_norm >= 0.0) {
+            return bad("--clip-grad-norm must be >= 0 (0 disables)".into());
+        }
+        if self.per_class == Some(0) {
+            return bad("--per-class must be >= 1".into());
+        }
+        match self.loss {
+            LossKind::Ls { alpha } if !(0.0..=1.0).contains(&alpha) => return bad(format!("--alpha must be in [0, 1], got {alpha}")),
+            LossKind::Fl { gamma } if !(gamma >= 0.0) => return bad(format!("--gamma must be >= 0, got {gamma}")),
+            LossKind::Mse { rescale } if !(rescale > 0.0) => return bad(format!("--rescale must be > 0, got {rescale}")),
+            _ => {}
+        }
+        if self.milestones.windows(2).any(|w| w[0] > w[1]) {
+            return bad("--milestones must be increasing".into());
+        }
+        if !(self.model.width > 0.0) || !self.model.width.is_finite() {
+            return bad(format!("--width must be > 0, got {}", self.model.width));
+        }
+        crate::device::parse_device(&self.device)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,29 @@
+//! nc-train: training classifiers under the paper's losses with burn, tracking neural collapse.
+//!
+//! Pipeline: [`data`] (splits, normalisation, augmentation, batches) -> [`model`] (MLP,
+//! ResNet-18, WRN-50-style) -> [`loss`] (CE, LS, FL, MSE) -> [`optim`] (SGD + global-norm
+//! clipping) with [`schedule`] -> [`eval`] (features through `nc_math::metrics`) -> [`run_dir`]
+//! (config, metrics, checkpoints) driven by [`trainer`].
+pub mod error;
+pub mod loss;
+pub mod model;
+pub mod optim;
+pub mod schedule;
+
+pub use error::{Result, TrainError};
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod eval;
+pub mod features;
+pub mod run_dir;
+pub mod source;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{resume, train, RunOptions, Summary};
+
+/// Copies a float tensor to the host as f32 values (row-major).
+pub(crate) fn host_f32<const D: usize>(t: burn::Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor data")
+}

@@ -1,0 +1,165 @@
+//! The classifiers: a backbone producing features `h` (batch x d) and a linear head
+//! `z = W h + b` with `W` (K x d) and `b` (K).
+pub mod init;
+pub mod mlp;
+pub mod resnet;
+pub mod wrn;
+
+use burn::nn::{Linear, LinearConfig};
+use burn::prelude::*;
+
+use crate::error::{Result, TrainError};
+pub use mlp::Mlp;
+pub use resnet::ResNet18;
+pub use wrn::Wrn50;
+
+/// Which architecture to build.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    Mlp,
+    Resnet18,
+    Wrn50,
+}
+
+impl ModelKind {
+    pub fn from_name(s: &str) -> Option<Self> {
+        Some(match s {
+            "mlp" => ModelKind::Mlp,
+            "resnet18" => ModelKind::Resnet18,
+            "wrn50" => ModelKind::Wrn50,
+            _ => return None,
+        })
+    }
+}
+
+/// Everything needed to build a model (part of the run's config).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ModelSpec {
+    pub kind: ModelKind,
+    /// MLP: number of hidden layers.
+    pub depth: usize,
+    /// MLP: hidden units before the width multiplier.
+    pub hidden: usize,
+    /// MLP: BatchNorm after each hidden linear layer.
+    pub batch_norm: bool,
+    /// Width multiplier (MLP hidden size, ResNet-18 channels, WRN-50 inner bottleneck channels).
+    pub width: f64,
+}
+
+impl ModelSpec {
+    /// Checks the settings against the input shape.
+    pub fn validate(&self, channels: usize, height: usize, width_px: usize) -> Result<()> {
+        if !(self.width > 0.0) || !self.width.is_finite() {
+            return Err(TrainError::Config(format!("--width must be > 0, got {}", self.width)));
+        }
+        match self.kind {
+            ModelKind::Mlp => {
+                if self.depth == 0 {
+                    return Err(TrainError::Config("--depth must be >= 1".into()));
+                }
+                if self.hidden_units() == 0 {
+                    return Err(TrainError::Config("--hidden x --width gives 0 units".into()));
+                }
+            }
+            ModelKind::Resnet18 | ModelKind::Wrn50 => {
+                if height < 8 || width_px < 8 {
+                    return Err(TrainError::Config(format!(
+                        "--model {:?} needs images of at least 8x8 pixels, got {}x{} (use --model mlp)",
+                        self.kind, height, width_px
+                    )));
+                }
+                if channels == 0 {
+                    return Err(TrainError::Config("input has no channels".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn hidden_units(&self) -> usize {
+        (self.hidden as f64 * self.width).round() as usize
+    }
+
+    /// Feature dimension d.
+    pub fn feature_dim(&self) -> usize {
+        match self.kind {
+            ModelKind::Mlp => self.hidden_units(),
+            ModelKind::Resnet18 => ResNet18::feature_dim(self.width),
+            ModelKind::Wrn50 => Wrn50::FEATURE_DIM,
+        }
+    }
+}
+
+/// Feature extractor.
+#[derive(Module, Debug)]
+pub enum Backbone {
+    Mlp(Mlp),
+    Resnet18(ResNet18),
+    Wrn50(Wrn50),
+}
+
+/// Backbone + linear classifier.
+#[derive(Module, Debug)]
+pub struct Net {
+    pub backbone: Backbone,
+    pub head: Linear,
+}
+
+impl Net {
+    /// Builds the network for inputs of shape (C, H, W) and `classes` outputs.
+    pub fn new(spec: &ModelSpec, shape: [usize; 3], classes: usize, device: &Device) -> Self {
+        let [c, h, w] = shape;
+        let backbone = match spec.kind {
+            ModelKind::Mlp => Backbone::Mlp(Mlp::new(c * h * w, spec.depth, spec.hidden_units(), spec.batch_norm, device)),
+            ModelKind::Resnet18 => Backbone::Resnet18(ResNet18::new(c, spec.width, device)),
+            ModelKind::Wrn50 => Backbone::Wrn50(Wrn50::new(c, spec.width, device)),
+        };
+        let head = LinearConfig::new(spec.feature_dim(), classes).init(device);
+        Net { backbone, head }
+    }
+
+    /// Builds the network with every weight drawn from `seed` (see [`init`]).
+    pub fn seeded(spec: &ModelSpec, shape: [usize; 3], classes: usize, device: &Device, seed: u64) -> Self {
+        init::seeded_init(Self::new(spec, shape, classes, device), seed)
+    }
+
+    /// Penultimate features h (batch x d).
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        match &self.backbone {
+            Backbone::Mlp(m) => m.forward(x),
+            Backbone::Resnet18(m) => m.forward(x),
+            Backbone::Wrn50(m) => m.forward(x),
+        }
+    }
+
+    /// Features and logits `z = W h + b`.
+    pub fn forward(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let h = self.features(x);
+        let z = self.head.forward(h.clone());
+        (h, z)
+    }
+
+    /// Classifier weight W as a row-major K x d matrix (f64).
+    pub fn classifier_weight(&self) -> Vec<f64> {
+        // burn stores Linear weights as [d_in, d_out] = [d, K]; transpose to K x d.
+        let w = self.head.weight.val();
+        let [d, k] = w.dims();
+        let v: Vec<f32> = crate::host_f32(w);
+        let mut out = vec![0f64; k * d];
+        for i in 0..d {
+            for j in 0..k {
+                out[j * d + i] = v[i * k + j] as f64;
+            }
+        }
+        out
+    }
+
+    /// Classifier bias b (K); zeros if the head has none.
+    pub fn classifier_bias(&self) -> Vec<f64> {
+        match &self.head.bias {
+            Some(b) => crate::host_f32(b.val()).into_iter().map(f64::from).collect(),
+            None => vec![0.0; self.head.weight.val().dims()[1]],
+        }
+    }
+}

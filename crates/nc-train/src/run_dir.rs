@@ -1,0 +1,321 @@
+//! The run directory and its files. Every file is written atomically (temporary file in the
+//! same directory, fsync, rename), so an interrupted run never leaves a half-written file.
+//!
+//! ```text
+//! DIR/config.json          every setting (TrainConfig), the nclab version, the seed
+//! DIR/metrics.jsonl        one JSON object per evaluation (epoch 0 = initialisation)
+//! DIR/metrics.csv          the same rows as CSV, columns in METRIC_COLUMNS order
+//! DIR/summary.json         best epoch, its validation accuracy, the test accuracy of the
+//!                          best-validation checkpoint, final train/test accuracy
+//! DIR/checkpoints/state.json   resume state (last completed epoch, best so far)
+//! DIR/checkpoints/last/    model-eN.bpk, optim-eN.bpk of the last completed epoch N
+//! DIR/checkpoints/best/    model.bpk of the best validation accuracy
+//! DIR/final.safetensors    weight (K x d), bias (K), train_class_means, test_class_means (K x d)
+//! DIR/features_{train,test}.npz   with --save-features
+//! ```
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Result, TrainError};
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let res = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok::<(), std::io::Error>(())
+    })();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(TrainError::io(path, e));
+    }
+    Ok(())
+}
+
+/// Writes a value as pretty JSON, atomically.
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut s = serde_json::to_string_pretty(value).map_err(|e| TrainError::Json { path: path.into(), msg: e.to_string() })?;
+    s.push('\n');
+    write_atomic(path, s.as_bytes())
+}
+
+/// Reads a JSON file.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let s = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+    serde_json::from_str(&s).map_err(|e| TrainError::Json { path: path.into(), msg: e.to_string() })
+}
+
+/// Paths inside a run directory.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub root: PathBuf,
+}
+
+impl RunDir {
+    /// Creates a fresh run directory (it may exist but must be empty). Checks it is writable.
+    pub fn create(root: &Path) -> Result<Self> {
+        let err = |msg: String| TrainError::RunDir { path: root.into(), msg };
+        if root.exists() {
+            if !root.is_dir() {
+                return Err(err("exists and is not a directory".into()));
+            }
+            let mut it = std::fs::read_dir(root).map_err(|e| TrainError::io(root, e))?;
+            if it.next().is_some() {
+                return Err(err("exists and is not empty (use --resume DIR to continue a run, or a new --out)".into()));
+            }
+        }
+        std::fs::create_dir_all(root.join("checkpoints/last")).map_err(|e| err(format!("cannot create: {e}")))?;
+        std::fs::create_dir_all(root.join("checkpoints/best")).map_err(|e| err(format!("cannot create: {e}")))?;
+        // Probe writability now rather than after the first epoch.
+        write_atomic(&root.join(".write-test"), b"ok").map_err(|e| err(format!("not writable: {e}")))?;
+        let _ = std::fs::remove_file(root.join(".write-test"));
+        Ok(RunDir { root: root.into() })
+    }
+
+    /// Opens an existing run directory for `--resume`.
+    pub fn open(root: &Path) -> Result<Self> {
+        if !root.join("config.json").is_file() {
+            return Err(TrainError::RunDir { path: root.into(), msg: "has no config.json: not a run directory".into() });
+        }
+        Ok(RunDir { root: root.into() })
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    pub fn metrics_jsonl(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    pub fn metrics_csv(&self) -> PathBuf {
+        self.root.join("metrics.csv")
+    }
+    pub fn summary(&self) -> PathBuf {
+        self.root.join("summary.json")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.root.join("checkpoints/state.json")
+    }
+    pub fn last_model(&self, epoch: usize) -> PathBuf {
+        self.root.join(format!("checkpoints/last/model-e{epoch}.bpk"))
+    }
+    pub fn last_optim(&self, epoch: usize) -> PathBuf {
+        self.root.join(format!("checkpoints/last/optim-e{epoch}.bpk"))
+    }
+    pub fn best_model(&self) -> PathBuf {
+        self.root.join("checkpoints/best/model.bpk")
+    }
+    pub fn final_tensors(&self) -> PathBuf {
+        self.root.join("final.safetensors")
+    }
+    pub fn features(&self, split: &str) -> PathBuf {
+        self.root.join(format!("features_{split}.npz"))
+    }
+
+    /// Removes last-epoch checkpoint files other than those of `keep_epoch`.
+    pub fn prune_last(&self, keep_epoch: usize) {
+        let keep = [format!("model-e{keep_epoch}.bpk"), format!("optim-e{keep_epoch}.bpk")];
+        if let Ok(rd) = std::fs::read_dir(self.root.join("checkpoints/last")) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !keep.contains(&name) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// The spec metrics reported per split, in CSV column order (`accuracy` is `*_acc`).
+pub const METRIC_COLUMNS: [&str; 14] = [
+    "nc1", "nc2", "nc3", "nc4", "bias_relation", "ncc_accuracy", "equinorm_w", "equinorm_h", "equiangle_w",
+    "equiangle_h", "nc2_means", "cdnv", "sigma_b_rank", "num_samples",
+];
+
+/// The leading CSV columns.
+pub const BASE_COLUMNS: [&str; 8] = ["epoch", "lr", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc"];
+
+/// All CSV columns: base, then `train_<metric>`, then `test_<metric>`.
+pub fn csv_columns() -> Vec<String> {
+    let mut cols: Vec<String> = BASE_COLUMNS.iter().map(|s| s.to_string()).collect();
+    for split in ["train", "test"] {
+        cols.extend(METRIC_COLUMNS.iter().map(|m| format!("{split}_{m}")));
+    }
+    cols
+}
+
+/// One evaluation row: ordered (column, value) pairs; `None` and non-finite are null/empty.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricsRow {
+    pub values: Vec<(String, Option<f64>)>,
+    /// The JSON and CSV lines as read back from disk (`--resume`): rewritten byte for byte,
+    /// since parsing and printing a float need not round-trip exactly.
+    pub raw: Option<(String, String)>,
+}
+
+impl MetricsRow {
+    pub fn epoch(&self) -> usize {
+        self.get("epoch").unwrap_or(0.0) as usize
+    }
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.values.iter().find(|(k, _)| k == key).and_then(|(_, v)| *v)
+    }
+    /// One JSON object on one line, keys in column order.
+    pub fn to_json_line(&self) -> String {
+        if let Some((j, _)) = &self.raw {
+            return j.clone();
+        }
+        let mut s = String::from("{");
+        for (i, (k, v)) in self.values.iter().enumerate() {
+            if i > 0 {
+                s.push_str(", ");
+            }
+            s.push_str(&serde_json::to_string(k).unwrap());
+            s.push_str(": ");
+            s.push_str(&fmt_json(k, *v));
+        }
+        s.push('}');
+        s
+    }
+    /// Parses a line written by [`to_json_line`](Self::to_json_line).
+    pub fn from_json_line(line: &str) -> Option<Self> {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        let obj = v.as_object()?;
+        let values = csv_columns().into_iter().map(|c| {
+            let x = obj.get(&c).and_then(|x| x.as_f64());
+            (c, x)
+        }).collect();
+        Some(MetricsRow { values, raw: None })
+    }
+    pub fn to_csv_line(&self) -> String {
+        if let Some((_, c)) = &self.raw {
+            return c.clone();
+        }
+        self.values
+            .iter()
+            .map(|(k, v)| match v {
+                Some(x) if x.is_finite() => fmt_num(k, *x),
+                _ => String::new(),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+fn is_integer_column(k: &str) -> bool {
+    k == "epoch" || k.ends_with("sigma_b_rank") || k.ends_with("num_samples")
+}
+
+fn fmt_num(k: &str, x: f64) -> String {
+    if is_integer_column(k) {
+        format!("{}", x as i64)
+    } else {
+        // Shortest representation that round-trips.
+        format!("{x:?}")
+    }
+}
+
+fn fmt_json(k: &str, v: Option<f64>) -> String {
+    match v {
+        Some(x) if x.is_finite() => fmt_num(k, x),
+        _ => "null".into(),
+    }
+}
+
+/// Writes metrics.jsonl and metrics.csv (both atomically) from all rows so far.
+pub fn write_metrics(dir: &RunDir, rows: &[MetricsRow]) -> Result<()> {
+    let mut jl = String::new();
+    let mut csv = csv_columns().join(",");
+    csv.push('\n');
+    for r in rows {
+        jl.push_str(&r.to_json_line());
+        jl.push('\n');
+        csv.push_str(&r.to_csv_line());
+        csv.push('\n');
+    }
+    write_atomic(&dir.metrics_jsonl(), jl.as_bytes())?;
+    write_atomic(&dir.metrics_csv(), csv.as_bytes())
+}
+
+/// Reads metrics.jsonl and metrics.csv (missing files = no rows), keeping the raw lines.
+pub fn read_metrics(dir: &RunDir) -> Result<Vec<MetricsRow>> {
+    let p = dir.metrics_jsonl();
+    if !p.exists() {
+        return Ok(vec![]);
+    }
+    let s = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
+    let cp = dir.metrics_csv();
+    let csv = std::fs::read_to_string(&cp).map_err(|e| TrainError::io(&cp, e))?;
+    let csv_lines: Vec<&str> = csv.lines().skip(1).collect();
+    let json_lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    if csv_lines.len() != json_lines.len() {
+        return Err(TrainError::RunDir { path: dir.root.clone(), msg: "metrics.jsonl and metrics.csv have different numbers of rows".into() });
+    }
+    json_lines
+        .iter()
+        .zip(csv_lines)
+        .map(|(l, c)| {
+            let mut r = MetricsRow::from_json_line(l).ok_or_else(|| TrainError::Json { path: p.clone(), msg: format!("bad line {l:?}") })?;
+            r.raw = Some((l.to_string(), c.to_string()));
+            Ok(r)
+        })
+        .collect()
+}
+
+/// Writes a safetensors file of f32 tensors atomically.
+pub fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Result<()> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let views: Vec<(String, TensorView<'_>)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| (name.to_string(), TensorView::new(Dtype::F32, shape.clone(), b).expect("consistent tensor")))
+        .collect();
+    let data = safetensors::serialize(views, None).map_err(|e| TrainError::Checkpoint { path: path.into(), msg: e.to_string() })?;
+    write_atomic(path, &data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_columns_start_in_issue_order() {
+        let c = csv_columns();
+        assert_eq!(&c[..8], &["epoch", "lr", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc"]);
+        assert_eq!(c[8], "train_nc1");
+        assert!(c.contains(&"test_nc4".to_string()));
+    }
+
+    #[test]
+    fn rows_round_trip_through_json_lines() {
+        let mut values: Vec<(String, Option<f64>)> = csv_columns().into_iter().map(|c| (c, None)).collect();
+        values[0].1 = Some(3.0);
+        values[1].1 = Some(0.1);
+        values[8].1 = Some(1.0 / 3.0);
+        let r = MetricsRow { values, raw: None };
+        let line = r.to_json_line();
+        assert!(line.starts_with("{\"epoch\": 3, \"lr\": 0.1"));
+        assert_eq!(MetricsRow::from_json_line(&line).unwrap(), r);
+        assert!(r.to_csv_line().starts_with("3,0.1,,"));
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let d = std::env::temp_dir().join(format!("nctrain-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        let p = d.join("a.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

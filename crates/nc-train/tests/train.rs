@@ -1,0 +1,351 @@
+//! End-to-end runs on tiny inputs (a few dozen samples, tiny models, 1-2 epochs).
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use nc_train::loss::LossKind;
+use nc_train::model::{ModelKind, ModelSpec};
+use nc_train::source::DataSpec;
+use nc_train::{resume, train, RunOptions, TrainConfig, TrainError};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("nctrain-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn mlp(hidden: usize) -> ModelSpec {
+    ModelSpec { kind: ModelKind::Mlp, depth: 2, hidden, batch_norm: false, width: 1.0 }
+}
+
+fn synthetic_cfg(loss: LossKind, epochs: usize) -> TrainConfig {
+    let data = DataSpec::parse("synthetic:K=3,d=8,n=20,noise=0.5,seed=4").unwrap();
+    let mut cfg = TrainConfig::paper(data, mlp(16), loss, epochs);
+    cfg.batch_size = 16;
+    cfg.val_fraction = 0.2;
+    cfg.milestones = vec![];
+    cfg
+}
+
+fn quiet() -> RunOptions {
+    RunOptions::default()
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn mlp_trains_with_every_loss_and_writes_the_run_directory() {
+    for loss in [LossKind::Ce, LossKind::Ls { alpha: 0.05 }, LossKind::Fl { gamma: 3.0 }, LossKind::Mse { rescale: 15.0 }] {
+        let out = tmp(&format!("all-{}", loss.name()));
+        let cfg = synthetic_cfg(loss, 2);
+        let s = train(&cfg, &out, quiet()).unwrap();
+        assert_eq!(s.epochs, 2);
+        let jl = read(&out.join("metrics.jsonl"));
+        let lines: Vec<&str> = jl.lines().collect();
+        let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert!(s.final_train_loss < first["train_loss"].as_f64().unwrap(), "{loss:?} did not learn");
+        assert_eq!(lines.len(), 3, "epochs 0, 1, 2");
+        for (e, l) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["epoch"], e);
+            assert!(v["train_nc1"].as_f64().unwrap() > 0.0);
+            assert!(v["test_nc4"].as_f64().is_some());
+            assert!(v["val_acc"].as_f64().is_some());
+        }
+        let csv = read(&out.join("metrics.csv"));
+        assert!(csv.starts_with("epoch,lr,train_loss,val_loss,test_loss,train_acc,val_acc,test_acc,train_nc1,"));
+        assert_eq!(csv.lines().count(), 4);
+        let cfg_back: TrainConfig = serde_json::from_str(&read(&out.join("config.json"))).unwrap();
+        assert_eq!(cfg_back, cfg);
+        let summary: serde_json::Value = serde_json::from_str(&read(&out.join("summary.json"))).unwrap();
+        for key in ["best_epoch", "best_val_acc", "best_val_test_acc", "final_train_acc", "final_test_acc"] {
+            assert!(!summary[key].is_null(), "{key}");
+        }
+        let st = std::fs::read(out.join("final.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&st).unwrap();
+        assert_eq!(st.tensor("weight").unwrap().shape(), &[3, 16]);
+        assert_eq!(st.tensor("bias").unwrap().shape(), &[3]);
+        assert_eq!(st.tensor("train_class_means").unwrap().shape(), &[3, 16]);
+        assert_eq!(st.tensor("test_class_means").unwrap().shape(), &[3, 16]);
+        assert!(out.join("checkpoints/best/model.bpk").is_file());
+        assert!(out.join("checkpoints/last/model-e2.bpk").is_file());
+        assert!(!out.join("checkpoints/last/model-e1.bpk").exists());
+        // no temporary files left behind
+        for e in std::fs::read_dir(&out).unwrap().flatten() {
+            assert!(!e.file_name().to_string_lossy().ends_with(".tmp"));
+        }
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+#[test]
+fn same_seed_gives_identical_metrics() {
+    let a = tmp("seed-a");
+    let b = tmp("seed-b");
+    let mut cfg = synthetic_cfg(LossKind::Ce, 2);
+    cfg.model.batch_norm = true;
+    train(&cfg, &a, quiet()).unwrap();
+    train(&cfg, &b, quiet()).unwrap();
+    assert_eq!(read(&a.join("metrics.jsonl")), read(&b.join("metrics.jsonl")));
+    let c = tmp("seed-c");
+    cfg.seed = 2;
+    train(&cfg, &c, quiet()).unwrap();
+    assert_ne!(read(&a.join("metrics.jsonl")), read(&c.join("metrics.jsonl")));
+    for d in [a, b, c] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// Child half of the kill test: runs only when the parent sets the environment.
+#[test]
+#[ignore = "helper process for resume_after_sigkill_matches_an_uninterrupted_run"]
+fn child_run_for_kill() {
+    let (Some(dir), Some(mark)) = (std::env::var_os("NCTRAIN_CHILD_DIR"), std::env::var_os("NCTRAIN_CHILD_MARK")) else {
+        return;
+    };
+    let cfg = kill_cfg();
+    let mark = PathBuf::from(mark);
+    let opts = RunOptions {
+        on_step: Some(Box::new(move |epoch, step| {
+            if epoch == 2 && step == 1 {
+                std::fs::write(&mark, b"mid-epoch").unwrap();
+                loop {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+        })),
+        ..Default::default()
+    };
+    let _ = train(&cfg, Path::new(&dir), opts);
+}
+
+fn kill_cfg() -> TrainConfig {
+    let mut cfg = synthetic_cfg(LossKind::Fl { gamma: 3.0 }, 3);
+    cfg.model.batch_norm = true;
+    cfg.batch_size = 8; // several steps per epoch
+    cfg
+}
+
+#[test]
+fn resume_after_sigkill_matches_an_uninterrupted_run() {
+    let reference = tmp("kill-ref");
+    train(&kill_cfg(), &reference, quiet()).unwrap();
+
+    let dir = tmp("kill-run");
+    let mark = tmp("kill-mark");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_run_for_kill", "--ignored", "--test-threads", "1"])
+        .env("NCTRAIN_CHILD_DIR", &dir)
+        .env("NCTRAIN_CHILD_MARK", &mark)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !mark.exists() {
+        assert!(t0.elapsed().as_secs() < 300, "child never reached epoch 2");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let partial = read(&dir.join("metrics.jsonl"));
+    assert_eq!(partial.lines().count(), 2, "epochs 0 and 1 were written before the kill");
+
+    resume(&dir, quiet()).unwrap();
+    assert_eq!(read(&dir.join("metrics.jsonl")), read(&reference.join("metrics.jsonl")));
+    assert_eq!(read(&dir.join("metrics.csv")), read(&reference.join("metrics.csv")));
+    let s1: serde_json::Value = serde_json::from_str(&read(&dir.join("summary.json"))).unwrap();
+    let s2: serde_json::Value = serde_json::from_str(&read(&reference.join("summary.json"))).unwrap();
+    for key in ["best_epoch", "best_val_acc", "best_val_test_acc", "final_train_acc", "final_test_acc", "final_train_nc1"] {
+        assert_eq!(s1[key], s2[key], "{key}");
+    }
+    for d in [reference, dir] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+    let _ = std::fs::remove_file(mark);
+}
+
+fn idx_images(n: usize, r: usize, c: usize, px: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, 3];
+    for x in [n as u32, r as u32, c as u32] {
+        v.extend_from_slice(&x.to_be_bytes());
+    }
+    v.extend_from_slice(px);
+    v
+}
+
+fn idx_labels(labels: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, 8, 1];
+    v.extend_from_slice(&(labels.len() as u32).to_be_bytes());
+    v.extend_from_slice(labels);
+    v
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A tiny MNIST-format directory: 28x28 digits whose class is a bright row band.
+fn tiny_mnist(dir: &Path, n_train: usize, n_test: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    let make = |n: usize, off: usize| {
+        let mut px = vec![0u8; n * 784];
+        let mut lab = vec![0u8; n];
+        for i in 0..n {
+            let y = ((i + off) % 10) as u8;
+            lab[i] = y;
+            for r in (2 * y as usize)..(2 * y as usize + 3) {
+                for c in 0..28 {
+                    px[i * 784 + r * 28 + c] = 200 + ((i * 7 + c) % 50) as u8;
+                }
+            }
+        }
+        (idx_images(n, 28, 28, &px), idx_labels(&lab))
+    };
+    let (ti, tl) = make(n_train, 0);
+    let (si, sl) = make(n_test, 3);
+    std::fs::write(dir.join("train-images-idx3-ubyte.gz"), gz(&ti)).unwrap();
+    std::fs::write(dir.join("train-labels-idx1-ubyte.gz"), gz(&tl)).unwrap();
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), si).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), sl).unwrap();
+}
+
+/// A tiny CIFAR-10-format directory (`cifar-10-batches-bin` layout).
+fn tiny_cifar10(dir: &Path, per_batch: usize, bad_label: bool) {
+    std::fs::create_dir_all(dir).unwrap();
+    let rec = |i: usize| {
+        let y = (i % 10) as u8;
+        let mut r = vec![if bad_label && i == 3 { 12 } else { y }];
+        r.extend((0..3072).map(|j| ((j * (y as usize + 1) + i) % 256) as u8));
+        r
+    };
+    for b in 1..=5 {
+        let bytes: Vec<u8> = (0..per_batch).flat_map(|i| rec(i + b * per_batch)).collect();
+        std::fs::write(dir.join(format!("data_batch_{b}.bin")), bytes).unwrap();
+    }
+    let bytes: Vec<u8> = (0..per_batch).flat_map(rec).collect();
+    std::fs::write(dir.join("test_batch.bin"), bytes).unwrap();
+}
+
+fn conv_cfg(data: DataSpec, kind: ModelKind, width: f64) -> TrainConfig {
+    let spec = ModelSpec { kind, depth: 2, hidden: 16, batch_norm: false, width };
+    let mut cfg = TrainConfig::paper(data, spec, LossKind::Ce, 1);
+    cfg.batch_size = 10;
+    cfg.val_fraction = 0.0;
+    cfg.eval_batch_size = 20;
+    cfg
+}
+
+#[test]
+fn resnet18_and_wrn50_train_on_mnist_and_cifar_formats() {
+    let mn = tmp("mnist-data");
+    tiny_mnist(&mn, 20, 10);
+    let cf = tmp("cifar-data");
+    tiny_cifar10(&cf, 4, false); // 20 training images; the test set misses classes 4..9
+    let cases = [
+        (DataSpec::Mnist { dir: mn.clone() }, ModelKind::Resnet18, 0.125, 64),
+        (DataSpec::Cifar10 { dir: cf.clone() }, ModelKind::Resnet18, 0.125, 64),
+        (DataSpec::Mnist { dir: mn.clone() }, ModelKind::Wrn50, 0.125, 2048),
+        (DataSpec::Cifar10 { dir: cf.clone() }, ModelKind::Wrn50, 0.125, 2048),
+    ];
+    for (i, (data, kind, width, d)) in cases.into_iter().enumerate() {
+        let out = tmp(&format!("conv-{i}"));
+        let cfg = conv_cfg(data, kind, width);
+        let s = train(&cfg, &out, quiet()).unwrap_or_else(|e| panic!("case {i}: {e}"));
+        assert!(s.final_train_acc.is_finite());
+        let last: serde_json::Value = serde_json::from_str(read(&out.join("metrics.jsonl")).lines().last().unwrap()).unwrap();
+        assert!(last["train_nc1"].as_f64().is_some());
+        // a split that misses a class has no NC metrics, but loss and accuracy
+        assert_eq!(last["test_nc1"].is_null(), i % 2 == 1, "case {i}");
+        assert!(last["test_acc"].as_f64().is_some());
+        let st = std::fs::read(out.join("final.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&st).unwrap();
+        assert_eq!(st.tensor("weight").unwrap().shape(), &[10, d]);
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+    std::fs::remove_dir_all(&mn).unwrap();
+    std::fs::remove_dir_all(&cf).unwrap();
+}
+
+#[test]
+fn save_features_writes_npz_with_indices() {
+    let mn = tmp("feat-data");
+    tiny_mnist(&mn, 30, 10);
+    let out = tmp("feat-run");
+    let mut cfg = TrainConfig::paper(DataSpec::Mnist { dir: mn.clone() }, mlp(8), LossKind::Mse { rescale: 15.0 }, 1);
+    cfg.per_class = Some(2);
+    cfg.val_fraction = 0.0;
+    cfg.save_features = true;
+    train(&cfg, &out, quiet()).unwrap();
+    let f = nc_data::load_feature_file(&out.join("features_train.npz"), &nc_data::FeatureKeys::default()).unwrap();
+    assert_eq!((f.num_samples, f.dim), (20, 8));
+    assert_eq!(f.num_classes_weight, Some(10));
+    assert_eq!(f.bias.as_ref().map(|b| b.len()), Some(10));
+    // 2 per class of 30 samples whose labels cycle 0..9: indices 0..20 in order
+    assert_eq!(f.indices.unwrap(), (0..20).collect::<Vec<u64>>());
+    assert_eq!(f.labels, (0..20).map(|i| (i % 10) as u32).collect::<Vec<u32>>());
+    assert!(out.join("features_test.npz").is_file());
+    std::fs::remove_dir_all(&out).unwrap();
+    std::fs::remove_dir_all(&mn).unwrap();
+}
+
+#[test]
+fn bad_inputs_are_clear_errors_and_write_nothing() {
+    // corrupt data
+    let mn = tmp("bad-mnist");
+    tiny_mnist(&mn, 10, 10);
+    std::fs::write(mn.join("t10k-images-idx3-ubyte"), b"garbage").unwrap();
+    let out = tmp("bad-out");
+    let e = train(&TrainConfig::paper(DataSpec::Mnist { dir: mn.clone() }, mlp(8), LossKind::Ce, 1), &out, quiet()).unwrap_err();
+    assert!(matches!(e, TrainError::Data(_)), "{e}");
+    assert!(e.to_string().contains("t10k-images"), "{e}");
+    assert!(!out.exists(), "nothing written for bad data");
+    // missing directory
+    let e = train(&TrainConfig::paper(DataSpec::Mnist { dir: mn.join("nope") }, mlp(8), LossKind::Ce, 1), &out, quiet()).unwrap_err();
+    assert!(matches!(e, TrainError::Data(_)), "{e}");
+    // label beyond the classes
+    let cf = tmp("bad-cifar");
+    tiny_cifar10(&cf, 4, true);
+    let e = train(&conv_cfg(DataSpec::Cifar10 { dir: cf.clone() }, ModelKind::Mlp, 1.0), &out, quiet()).unwrap_err();
+    assert!(e.to_string().contains("label 12"), "{e}");
+    // width <= 0
+    let mut cfg = synthetic_cfg(LossKind::Ce, 1);
+    cfg.model.width = 0.0;
+    assert!(matches!(train(&cfg, &out, quiet()).unwrap_err(), TrainError::Config(_)));
+    // unknown data set
+    assert!(DataSpec::parse("imagenet:/x").is_err());
+    // out is a non-empty directory / a file
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("keep"), b"x").unwrap();
+    let e = train(&synthetic_cfg(LossKind::Ce, 1), &out, quiet()).unwrap_err();
+    assert!(matches!(e, TrainError::RunDir { .. }), "{e}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
+    let e = train(&synthetic_cfg(LossKind::Ce, 1), &out.join("keep"), quiet()).unwrap_err();
+    assert!(matches!(e, TrainError::RunDir { .. }), "{e}");
+    for d in [mn, cf, out] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn exploding_loss_stops_with_a_clear_message() {
+    let out = tmp("nan");
+    let mut cfg = synthetic_cfg(LossKind::Mse { rescale: 15.0 }, 3);
+    cfg.lr = 1e6;
+    cfg.clip_grad_norm = 0.0;
+    cfg.sgd.weight_decay = 0.0;
+    let e = train(&cfg, &out, quiet()).unwrap_err();
+    match &e {
+        TrainError::NonFinite { epoch, last_good_epoch, .. } => assert_eq!(last_good_epoch + 1, *epoch),
+        other => panic!("expected NonFinite, got {other}"),
+    }
+    assert!(e.to_string().contains("last good checkpoint"));
+    // the last good checkpoint is still loadable for --resume's bookkeeping
+    let state: serde_json::Value = serde_json::from_str(&read(&out.join("checkpoints/state.json"))).unwrap();
+    let ep = state["epoch"].as_u64().unwrap();
+    assert!(out.join(format!("checkpoints/last/model-e{ep}.bpk")).is_file());
+    std::fs::remove_dir_all(&out).unwrap();
+}
