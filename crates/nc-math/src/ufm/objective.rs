@@ -17,7 +17,7 @@ use rayon::prelude::*;
 /// Target size (max(K, d) x columns) of one block of logits or features in the sample-parallel passes: large
 /// enough for efficient products, small enough to stay in cache and to give every thread
 /// several blocks.
-const BLOCK_ENTRIES: usize = 1 << 15;
+const BLOCK_ENTRIES: usize = 1 << 14;
 
 /// One UFM instance: the loss, the sizes and the regularisation strengths.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -215,12 +215,7 @@ impl Method {
         match self {
             Method::Lbfgs(lbfgs) => Ok(lbfgs.step(objective, state)),
             Method::GradientDescent { step } => {
-                let x: Vec<f64> = state
-                    .x
-                    .iter()
-                    .zip(&state.grad)
-                    .map(|(x, g)| x - *step * g)
-                    .collect();
+                let x = add_scaled(&state.x, -*step, &state.grad);
                 move_to(objective, state, x)
             }
             Method::Momentum {
@@ -234,12 +229,7 @@ impl Method {
                 for (v, g) in velocity.iter_mut().zip(&state.grad) {
                     *v = *momentum * *v - *step * g;
                 }
-                let x: Vec<f64> = state
-                    .x
-                    .iter()
-                    .zip(velocity.iter())
-                    .map(|(x, v)| x + v)
-                    .collect();
+                let x = add_scaled(&state.x, 1.0, velocity);
                 move_to(objective, state, x)
             }
         }
@@ -272,7 +262,8 @@ struct Lbfgs {
 impl Lbfgs {
     /// Search direction `-H_k g` by the two-loop recursion, `H_0 = (s.y / y.y) I`.
     fn direction(&self, grad: &[f64]) -> Vec<f64> {
-        let mut q: Vec<f64> = grad.iter().map(|g| -g).collect();
+        let mut q = vec![0.0; grad.len()];
+        axpy(-1.0, grad, &mut q);
         let mut alphas = vec![0.0; self.pairs.len()];
         for (pair, alpha) in self.pairs.iter().zip(alphas.iter_mut()).rev() {
             *alpha = pair.rho * dot(&pair.s, &q);
@@ -282,7 +273,11 @@ impl Lbfgs {
             Some(last) => 1.0 / (last.rho * dot(&last.y, &last.y)),
             None => 1.0 / dot(grad, grad).sqrt().max(f64::MIN_POSITIVE),
         };
-        q.iter_mut().for_each(|v| *v *= gamma);
+        if q.len() < PARALLEL_LENGTH {
+            q.iter_mut().for_each(|v| *v *= gamma);
+        } else {
+            q.par_iter_mut().for_each(|v| *v *= gamma);
+        }
         for (pair, alpha) in self.pairs.iter().zip(&alphas) {
             let beta = pair.rho * dot(&pair.y, &q);
             axpy(alpha - beta, &pair.s, &mut q);
@@ -340,12 +335,7 @@ struct Trial {
 }
 
 fn trial(objective: &impl Objective, from: &State, direction: &[f64], step: f64) -> Trial {
-    let x: Vec<f64> = from
-        .x
-        .iter()
-        .zip(direction)
-        .map(|(x, p)| x + step * p)
-        .collect();
+    let x = add_scaled(&from.x, step, direction);
     let state = State::new(objective, x);
     Trial {
         step,
@@ -499,6 +489,17 @@ fn dot_serial(a: &[f64], b: &[f64]) -> f64 {
         }
     }
     partial.iter().sum::<f64>() + tail
+}
+
+/// `a + alpha b`
+fn add_scaled(a: &[f64], alpha: f64, b: &[f64]) -> Vec<f64> {
+    if a.len() < PARALLEL_LENGTH {
+        return a.iter().zip(b).map(|(x, y)| x + alpha * y).collect();
+    }
+    a.par_iter()
+        .zip(b.par_iter())
+        .map(|(x, y)| x + alpha * y)
+        .collect()
 }
 
 /// `out = a - b`
