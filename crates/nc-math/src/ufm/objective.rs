@@ -14,9 +14,9 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
-/// Target size (max(K, d) x columns) of one block of logits or features in the sample-parallel passes: large
-/// enough for efficient products, small enough to stay in cache and to give every thread
-/// several blocks.
+/// Target size (max(K, d) x columns) of one block of logits or features in the
+/// sample-parallel passes: large enough for efficient products, small enough to stay in
+/// cache and to give every thread several blocks.
 const BLOCK_ENTRIES: usize = 1 << 14;
 
 /// One UFM instance: the loss, the sizes and the regularisation strengths.
