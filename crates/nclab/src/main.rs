@@ -25,6 +25,8 @@ enum Command {
     Ufm(cmd::ufm::Args),
     /// Probe the UFM landscape: random restarts and curvature at critical points.
     Landscape(cmd::landscape::Args),
+    /// Train a classifier under one loss (ce, ls, fl, mse) and track neural collapse every epoch.
+    Train(cmd::train::Args),
     /// Figures, tables and a Markdown report from a folder of training runs.
     Report(cmd::report::Args),
     /// Train every cell of loss x width x epochs x seed (here, or one cell per batch job).
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Ufm(args) => cmd::ufm::run(args),
         Command::Landscape(args) => cmd::landscape::run(args),
+        Command::Train(args) => cmd::train::run(args),
         Command::Report(args) => cmd::report::run(args),
         Command::Sweep(args) => cmd::sweep::run(args),
         Command::Compare(args) => cmd::compare::run(args),

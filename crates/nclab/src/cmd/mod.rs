@@ -2,6 +2,7 @@
 pub mod analyze;
 pub mod compare;
 pub mod landscape;
+pub mod train;
 pub mod report;
 pub mod reproduce;
 pub mod sweep;

@@ -1,0 +1,167 @@
+//! `nclab train`: train a classifier under one loss and track neural collapse every epoch.
+//! See docs/train.md.
+
+use anyhow::{bail, Context, Result};
+use nc_train::data::Augment;
+use nc_train::loss::LossKind;
+use nc_train::model::{ModelKind, ModelSpec};
+use nc_train::source::DataSpec;
+use nc_train::{RunOptions, TrainConfig};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+#[command(after_help = "Defaults follow the paper (Zhou et al. 2022): SGD lr 0.1, momentum 0.9, weight decay 5e-4, \
+x0.1 at int(3/7 E) and int(5/7 E), global gradient-norm clipping 2, batch 128. See docs/train.md. Exit status 2 on bad input.")]
+pub struct Args {
+    /// mnist (embedded MNIST-10k), mnist:DIR, cifar10:DIR, cifar100:DIR or synthetic:K=10,d=32,n=500
+    #[arg(long, default_value = "mnist")]
+    pub data: String,
+    /// Run directory to create (must not exist or be empty).
+    #[arg(long, required_unless_present = "resume")]
+    pub out: Option<PathBuf>,
+    /// Continue the interrupted run in DIR with its saved config (other options are ignored).
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    pub resume: Option<PathBuf>,
+    /// mlp, resnet18 or wrn50
+    #[arg(long, default_value = "mlp")]
+    pub model: String,
+    /// MLP hidden layers.
+    #[arg(long, default_value_t = 2)]
+    pub depth: usize,
+    /// MLP hidden units (times --width).
+    #[arg(long, default_value_t = 512)]
+    pub hidden: usize,
+    /// MLP: BatchNorm after every hidden linear layer.
+    #[arg(long)]
+    pub batch_norm: bool,
+    /// Width multiplier: MLP hidden size, ResNet-18 channels, WRN-50 inner bottleneck channels.
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    pub width: f64,
+    /// ce, ls, fl or mse
+    #[arg(long, default_value = "ce")]
+    pub loss: String,
+    /// Label-smoothing weight of `ls`.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Focusing exponent of `fl`.
+    #[arg(long, default_value_t = 3.0)]
+    pub gamma: f64,
+    /// Target scale of `mse`.
+    #[arg(long, default_value_t = 15.0)]
+    pub rescale: f64,
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// Weight decay on every parameter (see --no-decay-on).
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Comma-separated parameter kinds without weight decay: bias, bn.
+    #[arg(long, value_delimiter = ',')]
+    pub no_decay_on: Vec<String>,
+    /// Comma-separated epochs after which the learning rate is multiplied by 0.1
+    /// (default int(3/7 E), int(5/7 E)); the decay applies from the next epoch on.
+    #[arg(long, value_delimiter = ',')]
+    pub milestones: Option<Vec<usize>>,
+    /// Global gradient-norm clipping threshold (0 disables).
+    #[arg(long, default_value_t = 2.0)]
+    pub clip_grad_norm: f64,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// NC evaluation every this many epochs (default: ceil(epochs / 100)); always at 0 and the last epoch.
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Fraction of each training class held out for validation (0 disables).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Keep the first N training samples of each class.
+    #[arg(long)]
+    pub per_class: Option<usize>,
+    /// Turn the CIFAR augmentation (random crop, padding 4, horizontal flip) off.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Skip the per-channel normalisation (inputs scaled to [0, 1] only).
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Also write features_train.npz and features_test.npz (readable by `nclab analyze`).
+    #[arg(long)]
+    pub save_features: bool,
+    /// cpu, or cuda:N with a build that has the `tch` or `cuda` feature.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// No progress bar and no per-evaluation lines.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn config_from(args: &Args) -> Result<TrainConfig> {
+    let data = DataSpec::parse(&args.data)?;
+    let kind = ModelKind::from_name(&args.model)
+        .with_context(|| format!("unknown model {:?}: use mlp, resnet18 or wrn50", args.model))?;
+    let loss = LossKind::from_name(&args.loss, args.alpha, args.gamma, args.rescale)
+        .with_context(|| format!("unknown loss {:?}: use ce, ls, fl or mse", args.loss))?;
+    if !(args.width > 0.0) {
+        bail!("--width must be > 0, got {}", args.width);
+    }
+    let spec = ModelSpec { kind, depth: args.depth, hidden: args.hidden, batch_norm: args.batch_norm, width: args.width };
+    let mut cfg = TrainConfig::paper(data, spec, loss, args.epochs);
+    if args.no_augment {
+        cfg.augment = None;
+    } else if cfg.augment.is_none() && !args.data.starts_with("mnist") && !args.data.starts_with("synthetic") {
+        cfg.augment = Some(Augment { crop_padding: 4, flip: true });
+    }
+    cfg.normalize = !args.no_normalize;
+    cfg.per_class = args.per_class;
+    cfg.val_fraction = args.val_fraction;
+    cfg.lr = args.lr;
+    cfg.sgd.momentum = args.momentum;
+    cfg.sgd.weight_decay = args.weight_decay;
+    cfg.sgd.no_decay_on = args.no_decay_on.clone();
+    if let Some(m) = &args.milestones {
+        cfg.milestones = m.clone();
+    }
+    cfg.clip_grad_norm = args.clip_grad_norm;
+    cfg.batch_size = args.batch_size;
+    cfg.seed = args.seed;
+    if let Some(e) = args.eval_every {
+        cfg.eval_every = e;
+    }
+    cfg.save_features = args.save_features;
+    cfg.device = args.device.clone();
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let opts = RunOptions {
+        progress: !args.quiet && std::io::stderr().is_terminal(),
+        log: !args.quiet,
+        on_step: None,
+    };
+    let (summary, dir) = if let Some(dir) = &args.resume {
+        (nc_train::resume(dir, opts)?, dir.clone())
+    } else {
+        let cfg = config_from(&args)?;
+        let out = args.out.clone().expect("clap requires --out");
+        (nc_train::train(&cfg, &out, opts)?, out)
+    };
+    println!(
+        "done: {} epochs; final train acc {:.4}, test acc {:.4}; best val epoch {} -> test acc {:.4}; train NC1 {} -> {}; {:.1} ms/step ({})",
+        summary.epochs,
+        summary.final_train_acc,
+        summary.final_test_acc,
+        summary.best_epoch,
+        summary.best_val_test_acc,
+        summary.initial_train_nc1.map(|x| format!("{x:.4}")).unwrap_or("-".into()),
+        summary.final_train_nc1.map(|x| format!("{x:.4}")).unwrap_or("-".into()),
+        summary.seconds_per_step * 1e3,
+        summary.backend,
+    );
+    println!("run directory: {}", dir.display());
+    Ok(())
+}
