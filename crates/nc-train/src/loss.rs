@@ -139,6 +139,37 @@ mod tests {
         }
     }
 
+    /// The tensor losses equal nc_math's f64 reference (value and gradient) to 1e-5.
+    #[test]
+    fn tensor_losses_match_nc_math_loss() {
+        use nc_math::loss::Loss;
+        let (b, k) = (9, 6);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let z: Vec<f64> = (0..b * k).map(|_| rng.random_range(-5.0..5.0) as f32 as f64).collect();
+        let y: Vec<u32> = (0..b).map(|i| ((i * 5) % k) as u32).collect();
+        let targets: Vec<usize> = y.iter().map(|&t| t as usize).collect();
+        let pairs = [
+            (LossKind::Ce, Loss::CrossEntropy),
+            (LossKind::Ls { alpha: 0.05 }, Loss::LabelSmoothing { alpha: 0.05 }),
+            (LossKind::Fl { gamma: 3.0 }, Loss::Focal { gamma: 3.0 }),
+            (LossKind::Mse { rescale: 15.0 }, Loss::Mse { rescale: 15.0 }),
+        ];
+        let dev = Device::flex().autodiff();
+        for (ours, reference) in pairs {
+            let zt = Tensor::<2>::from_data(TensorData::new(z.iter().map(|&v| v as f32).collect::<Vec<_>>(), [b, k]), &dev).require_grad();
+            let oh = Tensor::<2>::from_data(TensorData::new(one_hot(&y, k), [b, k]), &dev);
+            let loss = batch_loss(ours, zt.clone(), oh);
+            let value: f32 = loss.clone().into_scalar();
+            let g = crate::host_f32(zt.grad(&loss.backward()).unwrap());
+            let mut rg = vec![0.0; b * k];
+            let rv = reference.mean_value_grad(&z, &targets, &mut rg).unwrap();
+            assert!((value as f64 - rv).abs() < 1e-5 * rv.abs().max(1.0), "{ours:?}: {value} vs {rv}");
+            for i in 0..b * k {
+                assert!((g[i] as f64 - rg[i]).abs() < 1e-5, "{ours:?} grad[{i}]: {} vs {}", g[i], rg[i]);
+            }
+        }
+    }
+
     #[test]
     fn ce_matches_reference() {
         check(LossKind::Ce);
