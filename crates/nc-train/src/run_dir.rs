@@ -10,7 +10,8 @@
 //! DIR/checkpoints/state.json   resume state (last completed epoch, best so far)
 //! DIR/checkpoints/last/    model-eN.bpk, optim-eN.bpk of the last completed epoch N
 //! DIR/checkpoints/best/    model.bpk of the best validation accuracy
-//! DIR/final.safetensors    weight (K x d), bias (K), train_class_means, test_class_means (K x d)
+//! DIR/final.safetensors    weight (K x d), bias (K), train_class_means, test_class_means (K x d),
+//!                          initial_train_class_means (the untrained network's, K x d)
 //! DIR/features_{train,test}.npz   with --save-features
 //! ```
 use std::io::Write;
@@ -114,6 +115,11 @@ impl RunDir {
     }
     pub fn final_tensors(&self) -> PathBuf {
         self.root.join("final.safetensors")
+    }
+    /// Training class means at initialisation (`initial_train_class_means`), kept so that the
+    /// final file can carry them after a resume.
+    pub fn initial_tensors(&self) -> PathBuf {
+        self.root.join("checkpoints/initial.safetensors")
     }
     pub fn features(&self, split: &str) -> PathBuf {
         self.root.join(format!("features_{split}.npz"))

@@ -249,6 +249,11 @@ fn run(
 
     if fresh {
         let ev = full_eval(cfg, p, &model, false)?;
+        if let Some(means) = &ev.0.means {
+            // The untrained network's class geometry: `nclab compare`'s baseline.
+            let values = means.means().iter().map(|&x| x as f32).collect();
+            write_safetensors(&dir.initial_tensors(), &[("initial_train_class_means", vec![k, means.dim()], values)])?;
+        }
         rows.push(make_row(0, sched.lr(1), &ev.0, ev.1.as_ref(), &ev.2));
         if log {
             eprintln!("{}", log_line(0, &ev));
@@ -376,6 +381,12 @@ fn finish(
     let mut tensors = vec![("weight", vec![p.k, d], weight.clone()), ("bias", vec![p.k], bias.clone()), ("train_class_means", vec![p.k, d], means(&tr))];
     if te.means.is_some() {
         tensors.push(("test_class_means", vec![p.k, d], means(&te)));
+    }
+    if let Ok(initial) = nc_data::safetensors::read_safetensors(&dir.initial_tensors()) {
+        if let Some(m) = initial.get("initial_train_class_means") {
+            let values = m.to_f64_vec().iter().map(|&x| x as f32).collect();
+            tensors.push(("initial_train_class_means", m.shape.clone(), values));
+        }
     }
     write_safetensors(&dir.final_tensors(), &tensors)?;
     if cfg.save_features {

@@ -112,6 +112,7 @@ fn class_means(net: &Net) -> Vec<f64> {
 fn write_run(dir: &Path, net: &Net) {
     std::fs::create_dir_all(dir).unwrap();
     let means = class_means(net);
+    let initial = values(99, K * D);
     write_safetensors(
         &dir.join("final.safetensors"),
         &[
@@ -236,6 +237,13 @@ fn rotated_copy_is_the_same_network() {
     );
     assert!(at("train_cka", 0, 2) < 0.999, "{json}");
     assert_eq!(at("means_procrustes", 2, 0), at("means_procrustes", 0, 2));
+    let baseline = json["untrained_means_procrustes"].as_array().unwrap();
+    assert_eq!(baseline.len(), 3);
+    assert!(
+        baseline[0].as_f64().unwrap() > at("means_procrustes", 0, 1) + 0.05,
+        "{json}"
+    );
+    assert!(stdout.contains("untrained baseline"), "{stdout}");
     for name in ["means_procrustes", "train_cka"] {
         let png = std::fs::read(out.join(format!("compare_{name}.png"))).unwrap();
         assert_eq!(&png[..4], b"\x89PNG");

@@ -72,6 +72,16 @@ pub fn run(args: Args) -> Result<()> {
             &comparison.means_procrustes
         )
     );
+    if let Some(baseline) = &comparison.untrained_means_procrustes {
+        let values: Vec<String> = baseline
+            .iter()
+            .map(|d| d.map_or("n/a".into(), |x| format!("{x:.4}")))
+            .collect();
+        println!(
+            "untrained baseline (each run's epoch-0 means vs its trained means): {}",
+            values.join(", ")
+        );
+    }
     println!("written: {}", args.out.join("compare.json").display());
     Ok(())
 }
