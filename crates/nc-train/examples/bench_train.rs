@@ -23,10 +23,19 @@ fn step_time(spec: &ModelSpec, shape: [usize; 3], steps: usize) -> f64 {
     let ad = dev.clone().autodiff();
     ad.seed(0);
     let mut model = Net::new(spec, shape, 10, &ad);
-    let mut optim = build_sgd(&model, &SgdSettings { momentum: 0.9, weight_decay: 5e-4, no_decay_on: vec![] });
+    let mut optim = build_sgd(
+        &model,
+        &SgdSettings {
+            momentum: 0.9,
+            weight_decay: 5e-4,
+            no_decay_on: vec![],
+        },
+    );
     let [c, h, w] = shape;
     let b = 128;
-    let x: Vec<f32> = (0..b * c * h * w).map(|i| ((i * 7919) % 255) as f32 / 255.0).collect();
+    let x: Vec<f32> = (0..b * c * h * w)
+        .map(|i| ((i * 7919) % 255) as f32 / 255.0)
+        .collect();
     let y: Vec<u32> = (0..b as u32).map(|i| i % 10).collect();
     let mut times = Vec::new();
     for s in 0..steps + 3 {
@@ -49,10 +58,27 @@ fn step_time(spec: &ModelSpec, shape: [usize; 3], steps: usize) -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == k)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
     let steps: usize = get("--steps").map(|s| s.parse().unwrap()).unwrap_or(30);
-    let mlp = ModelSpec { kind: ModelKind::Mlp, depth: 2, hidden: 512, batch_norm: false, width: 1.0 };
-    let res = ModelSpec { kind: ModelKind::Resnet18, depth: 2, hidden: 512, batch_norm: false, width: 0.25 };
+    let mlp = ModelSpec {
+        kind: ModelKind::Mlp,
+        depth: 2,
+        hidden: 512,
+        batch_norm: false,
+        width: 1.0,
+    };
+    let res = ModelSpec {
+        kind: ModelKind::Resnet18,
+        depth: 2,
+        hidden: 512,
+        batch_norm: false,
+        width: 0.25,
+    };
     let t_mlp = step_time(&mlp, [1, 28, 28], steps);
     println!("mlp_step_ms {:.2}", t_mlp * 1e3);
     let t_res = step_time(&res, [3, 32, 32], steps.min(10));
@@ -73,7 +99,12 @@ fn main() {
     let total = t.elapsed().as_secs_f64();
     // train() evaluates at epoch 0, epoch 1 and once more for the final files: subtract two
     // of the three evaluations by timing one alone.
-    println!("mnist_epoch_plus_eval_s {:.3} (whole train(): {:.3} s incl. 3 evaluations; {:.2} ms/step)", total, total, s.seconds_per_step * 1e3);
+    println!(
+        "mnist_epoch_plus_eval_s {:.3} (whole train(): {:.3} s incl. 3 evaluations; {:.2} ms/step)",
+        total,
+        total,
+        s.seconds_per_step * 1e3
+    );
     if let Some(j) = get("--json") {
         let v = serde_json::json!({"mlp_step_ms": t_mlp * 1e3, "resnet18_w025_step_ms": t_res * 1e3, "mnist_train_call_s": total, "mnist_ms_per_step": s.seconds_per_step * 1e3});
         std::fs::write(j, serde_json::to_string_pretty(&v).unwrap()).unwrap();

@@ -45,7 +45,10 @@ pub struct TrainConfig {
 impl TrainConfig {
     /// The paper's settings for `data`, `model`, `loss` and `epochs`.
     pub fn paper(data: DataSpec, model: ModelSpec, loss: LossKind, epochs: usize) -> Self {
-        let augment = data.augments_by_default().then_some(Augment { crop_padding: 4, flip: true });
+        let augment = data.augments_by_default().then_some(Augment {
+            crop_padding: 4,
+            flip: true,
+        });
         TrainConfig {
             nclab_version: env!("CARGO_PKG_VERSION").to_string(),
             data,
@@ -56,7 +59,11 @@ impl TrainConfig {
             model,
             loss,
             lr: 0.1,
-            sgd: SgdSettings { momentum: 0.9, weight_decay: 5e-4, no_decay_on: vec![] },
+            sgd: SgdSettings {
+                momentum: 0.9,
+                weight_decay: 5e-4,
+                no_decay_on: vec![],
+            },
             milestones: default_milestones(epochs),
             clip_grad_norm: 2.0,
             batch_size: 128,
@@ -92,13 +99,19 @@ impl TrainConfig {
             return bad("--eval-every must be >= 1".into());
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return bad(format!("--val-fraction must be in [0, 1), got {}", self.val_fraction));
+            return bad(format!(
+                "--val-fraction must be in [0, 1), got {}",
+                self.val_fraction
+            ));
         }
         if !(self.lr > 0.0) || !self.lr.is_finite() {
             return bad(format!("--lr must be > 0, got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.sgd.momentum) {
-            return bad(format!("--momentum must be in [0, 1), got {}", self.sgd.momentum));
+            return bad(format!(
+                "--momentum must be in [0, 1), got {}",
+                self.sgd.momentum
+            ));
         }
         if !(self.sgd.weight_decay >= 0.0) {
             return bad("--weight-decay must be >= 0".into());
@@ -115,9 +128,15 @@ impl TrainConfig {
             return bad("--per-class must be >= 1".into());
         }
         match self.loss {
-            LossKind::Ls { alpha } if !(0.0..=1.0).contains(&alpha) => return bad(format!("--alpha must be in [0, 1], got {alpha}")),
-            LossKind::Fl { gamma } if !(gamma >= 0.0) => return bad(format!("--gamma must be >= 0, got {gamma}")),
-            LossKind::Mse { rescale } if !(rescale > 0.0) => return bad(format!("--rescale must be > 0, got {rescale}")),
+            LossKind::Ls { alpha } if !(0.0..=1.0).contains(&alpha) => {
+                return bad(format!("--alpha must be in [0, 1], got {alpha}"))
+            }
+            LossKind::Fl { gamma } if !(gamma >= 0.0) => {
+                return bad(format!("--gamma must be >= 0, got {gamma}"))
+            }
+            LossKind::Mse { rescale } if !(rescale > 0.0) => {
+                return bad(format!("--rescale must be > 0, got {rescale}"))
+            }
             _ => {}
         }
         if self.milestones.windows(2).any(|w| w[0] > w[1]) {

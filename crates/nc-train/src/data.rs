@@ -17,7 +17,9 @@ use crate::source::{Pixels, Samples};
 /// resumed run draws exactly the same numbers.
 pub fn rng_for(seed: u64, epoch: u64, stream: u64) -> ChaCha8Rng {
     // splitmix64-style mixing of the three numbers.
-    let mut z = seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
+    let mut z = seed
+        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     ChaCha8Rng::seed_from_u64(z ^ (z >> 31))
@@ -25,7 +27,9 @@ pub fn rng_for(seed: u64, epoch: u64, stream: u64) -> ChaCha8Rng {
 
 /// Keeps the first `per_class` samples of each class (in data-set order); returns indices.
 pub fn first_per_class(labels: &[u32], k: usize, per_class: Option<usize>) -> Vec<usize> {
-    let Some(n) = per_class else { return (0..labels.len()).collect() };
+    let Some(n) = per_class else {
+        return (0..labels.len()).collect();
+    };
     let mut seen = vec![0usize; k];
     let mut out = Vec::new();
     for (i, &y) in labels.iter().enumerate() {
@@ -38,7 +42,13 @@ pub fn first_per_class(labels: &[u32], k: usize, per_class: Option<usize>) -> Ve
 }
 
 /// Stratified seeded split of `pool` (indices into `labels`) into (train, validation), both sorted.
-pub fn stratified_split(labels: &[u32], k: usize, pool: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+pub fn stratified_split(
+    labels: &[u32],
+    k: usize,
+    pool: &[usize],
+    fraction: f64,
+    seed: u64,
+) -> (Vec<usize>, Vec<usize>) {
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
     for &i in pool {
         by_class[labels[i] as usize].push(i);
@@ -69,14 +79,21 @@ pub struct Normalization {
 impl Normalization {
     /// Identity (only the byte scaling).
     pub fn identity(channels: usize, scale: f64) -> Self {
-        Normalization { mean: vec![0.0; channels], std: vec![1.0; channels], scale }
+        Normalization {
+            mean: vec![0.0; channels],
+            std: vec![1.0; channels],
+            scale,
+        }
     }
 
     /// Mean and population std per channel over the samples `idx`.
     pub fn fit(s: &Samples, idx: &[usize]) -> Self {
         let [c, h, w] = s.shape;
         let hw = h * w;
-        let scale = match s.pixels { Pixels::U8(_) => 1.0 / 255.0, Pixels::F32(_) => 1.0 };
+        let scale = match s.pixels {
+            Pixels::U8(_) => 1.0 / 255.0,
+            Pixels::F32(_) => 1.0,
+        };
         let mut sum = vec![0f64; c];
         let mut sq = vec![0f64; c];
         let len = s.sample_len();
@@ -104,7 +121,11 @@ impl Normalization {
             .zip(&mean)
             .map(|(q, m)| {
                 let v = (q / n - m * m).max(0.0).sqrt();
-                if v > 1e-12 { v } else { 1.0 }
+                if v > 1e-12 {
+                    v
+                } else {
+                    1.0
+                }
             })
             .collect();
         Normalization { mean, std, scale }
@@ -133,10 +154,18 @@ pub fn make_batch(
     out.resize(idx.len() * len, 0.0);
     labels.clear();
     // Per-channel affine map x -> x * a_c + b_c.
-    let a: Vec<f32> = (0..c).map(|ch| (norm.scale / norm.std[ch]) as f32).collect();
-    let b: Vec<f32> = (0..c).map(|ch| (-norm.mean[ch] / norm.std[ch]) as f32).collect();
+    let a: Vec<f32> = (0..c)
+        .map(|ch| (norm.scale / norm.std[ch]) as f32)
+        .collect();
+    let b: Vec<f32> = (0..c)
+        .map(|ch| (-norm.mean[ch] / norm.std[ch]) as f32)
+        .collect();
     let lut: Option<Vec<Vec<f32>>> = match s.pixels {
-        Pixels::U8(_) => Some((0..c).map(|ch| (0..256).map(|v| v as f32 * a[ch] + b[ch]).collect()).collect()),
+        Pixels::U8(_) => Some(
+            (0..c)
+                .map(|ch| (0..256).map(|v| v as f32 * a[ch] + b[ch]).collect())
+                .collect(),
+        ),
         Pixels::F32(_) => None,
     };
     let mut aug = augment;
@@ -204,8 +233,15 @@ mod tests {
     fn tiny() -> Samples {
         // 2 classes, 3 channels 2x2, values = sample index
         let n = 10;
-        let px: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat(i as u8 * 10).take(12)).collect();
-        Samples { pixels: Pixels::U8(px), labels: (0..n as u32).map(|i| i % 2).collect(), shape: [3, 2, 2], num_classes: 2 }
+        let px: Vec<u8> = (0..n)
+            .flat_map(|i| std::iter::repeat(i as u8 * 10).take(12))
+            .collect();
+        Samples {
+            pixels: Pixels::U8(px),
+            labels: (0..n as u32).map(|i| i % 2).collect(),
+            shape: [3, 2, 2],
+            num_classes: 2,
+        }
     }
 
     #[test]
@@ -221,7 +257,10 @@ mod tests {
         let mut all: Vec<usize> = t.iter().chain(&v).copied().collect();
         all.sort();
         assert_eq!(all, pool);
-        assert_eq!(stratified_split(&labels, 4, &pool, 0.2, 7), (t.clone(), v.clone()));
+        assert_eq!(
+            stratified_split(&labels, 4, &pool, 0.2, 7),
+            (t.clone(), v.clone())
+        );
         assert_ne!(stratified_split(&labels, 4, &pool, 0.2, 8).1, v);
     }
 
@@ -248,13 +287,31 @@ mod tests {
     #[test]
     fn crop_and_flip_move_pixels() {
         // one 1-channel 3x3 image 1..9
-        let s = Samples { pixels: Pixels::U8((1..=9).collect()), labels: vec![0], shape: [1, 3, 3], num_classes: 1 };
+        let s = Samples {
+            pixels: Pixels::U8((1..=9).collect()),
+            labels: vec![0],
+            shape: [1, 3, 3],
+            num_classes: 1,
+        };
         let norm = Normalization::identity(1, 1.0);
         let (mut out, mut lab) = (vec![], vec![]);
         let mut rng = rng_for(1, 1, 1);
         let mut seen_shift = false;
         for _ in 0..50 {
-            make_batch(&s, &[0], &norm, Some((Augment { crop_padding: 1, flip: true }, &mut rng)), &mut out, &mut lab);
+            make_batch(
+                &s,
+                &[0],
+                &norm,
+                Some((
+                    Augment {
+                        crop_padding: 1,
+                        flip: true,
+                    },
+                    &mut rng,
+                )),
+                &mut out,
+                &mut lab,
+            );
             // each output is a shifted (maybe flipped) copy with zeros entering from the border
             let nonzero: Vec<f32> = out.iter().copied().filter(|&x| x != 0.0).collect();
             assert!(nonzero.iter().all(|&x| (1.0..=9.0).contains(&x)));

@@ -21,7 +21,9 @@ pub fn parse_device(s: &str) -> Result<DeviceChoice> {
         "cuda" => Ok(DeviceChoice::Cuda(0)),
         _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(i)) => Ok(DeviceChoice::Cuda(i)),
-            _ => Err(TrainError::Config(format!("unknown device {s:?}: use cpu or cuda:N"))),
+            _ => Err(TrainError::Config(format!(
+                "unknown device {s:?}: use cpu or cuda:N"
+            ))),
         },
     }
 }

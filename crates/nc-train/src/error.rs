@@ -25,7 +25,13 @@ pub enum TrainError {
     Checkpoint { path: PathBuf, msg: String },
     /// The loss became NaN or infinite; the last good checkpoint is kept.
     #[error("loss became {value} at epoch {epoch}, step {step} (lr {lr}); stopping. The last good checkpoint (epoch {last_good_epoch}) is kept in the run directory; try a smaller --lr or --clip-grad-norm")]
-    NonFinite { epoch: usize, step: usize, value: f32, lr: f64, last_good_epoch: usize },
+    NonFinite {
+        epoch: usize,
+        step: usize,
+        value: f32,
+        lr: f64,
+        last_good_epoch: usize,
+    },
     /// The metrics engine rejected the features.
     #[error("metrics: {0}")]
     Metrics(String),
@@ -39,6 +45,9 @@ pub type Result<T, E = TrainError> = std::result::Result<T, E>;
 
 impl TrainError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TrainError::Io { path: path.into(), source }
+        TrainError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

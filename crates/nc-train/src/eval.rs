@@ -51,7 +51,13 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
     let k = req.samples.num_classes;
     let n = req.indices.len();
     if n == 0 {
-        return Ok(SplitEval { loss: f64::NAN, accuracy: f64::NAN, metrics: None, means: None, features: None });
+        return Ok(SplitEval {
+            loss: f64::NAN,
+            accuracy: f64::NAN,
+            metrics: None,
+            means: None,
+            features: None,
+        });
     }
     let d = model.head.weight.val().dims()[0];
     // The metrics need every class present; a split missing a class reports them as null.
@@ -60,13 +66,20 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
         counts[req.samples.labels[i] as usize] += 1;
     }
     let want_metrics = req.metrics && counts.iter().all(|&c| c > 0);
-    let req = &EvalRequest { metrics: want_metrics, ..*req };
+    let req = &EvalRequest {
+        metrics: want_metrics,
+        ..*req
+    };
     let in_memory = req.keep_features || n.saturating_mul(d).saturating_mul(4) <= req.memory_limit;
     let [c, h, w] = req.samples.shape;
 
     let mut loss_sum = 0f64;
     let mut correct = 0usize;
-    let mut kept: Vec<f32> = if in_memory { Vec::with_capacity(n * d) } else { Vec::new() };
+    let mut kept: Vec<f32> = if in_memory {
+        Vec::with_capacity(n * d)
+    } else {
+        Vec::new()
+    };
     let mut mean_acc = MeanAccumulator::new(k, d);
     let (mut xb, mut yb) = (Vec::new(), Vec::new());
 
@@ -82,7 +95,10 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
         let z: Vec<f32> = crate::host_f32(logits);
         for (i, &y) in yb.iter().enumerate() {
             let row = &z[i * k..(i + 1) * k];
-            let arg = row.iter().enumerate().fold(0, |best, (j, &v)| if v > row[best] { j } else { best });
+            let arg = row
+                .iter()
+                .enumerate()
+                .fold(0, |best, (j, &v)| if v > row[best] { j } else { best });
             correct += (arg == y as usize) as usize;
         }
         if req.metrics || req.keep_features {
@@ -104,7 +120,13 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
     };
     if req.metrics {
         let means = mean_acc.finish().map_err(me)?;
-        let clf = Classifier::new(k, d, model.classifier_weight(), Some(model.classifier_bias())).map_err(me)?;
+        let clf = Classifier::new(
+            k,
+            d,
+            model.classifier_weight(),
+            Some(model.classifier_bias()),
+        )
+        .map_err(me)?;
         let plan = MetricsPlan::new(&means, Some(&clf), req.reference_means).map_err(me)?;
         let mut sc = plan.accumulator();
         if in_memory {
@@ -117,7 +139,10 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
             // Pass 2: recompute the features batch by batch.
             for chunk in req.indices.chunks(req.batch_size) {
                 make_batch(req.samples, chunk, req.norm, None, &mut xb, &mut yb);
-                let x = Tensor::<4>::from_data(TensorData::new(xb.clone(), [chunk.len(), c, h, w]), device);
+                let x = Tensor::<4>::from_data(
+                    TensorData::new(xb.clone(), [chunk.len(), c, h, w]),
+                    device,
+                );
                 let f: Vec<f32> = crate::host_f32(model.features(x));
                 sc.add_batch::<f32>(&f, &yb).map_err(me)?;
             }

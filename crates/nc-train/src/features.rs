@@ -11,7 +11,14 @@ use crate::run_dir::RunDir;
 use crate::source::Samples;
 
 /// Writes `features_<split>.npz` for the evaluated split (needs `ev.features`).
-pub fn save_features(dir: &RunDir, split: &str, s: &Samples, idx: &[usize], ev: &SplitEval, model: &Net) -> Result<()> {
+pub fn save_features(
+    dir: &RunDir,
+    split: &str,
+    s: &Samples,
+    idx: &[usize],
+    ev: &SplitEval,
+    model: &Net,
+) -> Result<()> {
     let Some(f) = &ev.features else { return Ok(()) };
     let n = idx.len();
     let d = if n > 0 { f.len() / n } else { 0 };
@@ -29,5 +36,8 @@ pub fn save_features(dir: &RunDir, split: &str, s: &Samples, idx: &[usize], ev: 
         indices: Some(&indices),
     };
     let path = dir.features(split);
-    nc_data::save_feature_npz(&path, &export).map_err(|e| TrainError::Checkpoint { path, msg: e.to_string() })
+    nc_data::save_feature_npz(&path, &export).map_err(|e| TrainError::Checkpoint {
+        path,
+        msg: e.to_string(),
+    })
 }

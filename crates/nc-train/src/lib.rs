@@ -25,5 +25,8 @@ pub use trainer::{resume, train, RunOptions, Summary};
 
 /// Copies a float tensor to the host as f32 values (row-major).
 pub(crate) fn host_f32<const D: usize>(t: burn::Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 tensor data")
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor data")
 }

@@ -102,10 +102,15 @@ mod tests {
             let logp = |j: usize| row[j] - lse;
             total += match kind {
                 LossKind::Ce => -logp(t),
-                LossKind::Ls { alpha } => -(1.0 - alpha) * logp(t) - alpha / k as f64 * (0..k).map(logp).sum::<f64>(),
+                LossKind::Ls { alpha } => {
+                    -(1.0 - alpha) * logp(t) - alpha / k as f64 * (0..k).map(logp).sum::<f64>()
+                }
                 LossKind::Fl { gamma } => -(1.0 - logp(t).exp()).powf(gamma) * logp(t),
                 LossKind::Mse { rescale } => {
-                    (0..k).map(|j| (row[j] - if j == t { rescale } else { 0.0 }).powi(2)).sum::<f64>() / k as f64
+                    (0..k)
+                        .map(|j| (row[j] - if j == t { rescale } else { 0.0 }).powi(2))
+                        .sum::<f64>()
+                        / k as f64
                 }
             };
         }
@@ -118,16 +123,29 @@ mod tests {
         let z: Vec<f64> = (0..b * k).map(|_| rng.random_range(-4.0..4.0)).collect();
         let y: Vec<u32> = (0..b).map(|i| (i % k) as u32).collect();
         let dev = Device::flex().autodiff();
-        let zt = Tensor::<2>::from_data(TensorData::new(z.iter().map(|&v| v as f32).collect::<Vec<_>>(), [b, k]), &dev).require_grad();
+        let zt = Tensor::<2>::from_data(
+            TensorData::new(z.iter().map(|&v| v as f32).collect::<Vec<_>>(), [b, k]),
+            &dev,
+        )
+        .require_grad();
         let oh = Tensor::<2>::from_data(TensorData::new(one_hot(&y, k), [b, k]), &dev);
         let loss = batch_loss(kind, zt.clone(), oh);
         let value: f32 = loss.clone().into_scalar();
         let grads = loss.backward();
-        let g: Vec<f32> = zt.grad(&grads).unwrap().into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        let g: Vec<f32> = zt
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap();
         // The tensor loss sees the f32-rounded logits.
         let z32: Vec<f64> = z.iter().map(|&v| v as f32 as f64).collect();
         let r = reference(kind, &z32, &y, k);
-        assert!((value as f64 - r).abs() < 1e-5 * r.abs().max(1.0), "{kind:?}: {value} vs {r}");
+        assert!(
+            (value as f64 - r).abs() < 1e-5 * r.abs().max(1.0),
+            "{kind:?}: {value} vs {r}"
+        );
         let h = 1e-6;
         for i in 0..b * k {
             let mut zp = z32.clone();
@@ -135,7 +153,11 @@ mod tests {
             let mut zm = z32.clone();
             zm[i] -= h;
             let fd = (reference(kind, &zp, &y, k) - reference(kind, &zm, &y, k)) / (2.0 * h);
-            assert!((g[i] as f64 - fd).abs() < 1e-5, "{kind:?} grad[{i}]: {} vs {fd}", g[i]);
+            assert!(
+                (g[i] as f64 - fd).abs() < 1e-5,
+                "{kind:?} grad[{i}]: {} vs {fd}",
+                g[i]
+            );
         }
     }
 
@@ -145,27 +167,44 @@ mod tests {
         use nc_math::loss::Loss;
         let (b, k) = (9, 6);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        let z: Vec<f64> = (0..b * k).map(|_| rng.random_range(-5.0..5.0) as f32 as f64).collect();
+        let z: Vec<f64> = (0..b * k)
+            .map(|_| rng.random_range(-5.0..5.0) as f32 as f64)
+            .collect();
         let y: Vec<u32> = (0..b).map(|i| ((i * 5) % k) as u32).collect();
         let targets: Vec<usize> = y.iter().map(|&t| t as usize).collect();
         let pairs = [
             (LossKind::Ce, Loss::CrossEntropy),
-            (LossKind::Ls { alpha: 0.05 }, Loss::LabelSmoothing { alpha: 0.05 }),
+            (
+                LossKind::Ls { alpha: 0.05 },
+                Loss::LabelSmoothing { alpha: 0.05 },
+            ),
             (LossKind::Fl { gamma: 3.0 }, Loss::Focal { gamma: 3.0 }),
             (LossKind::Mse { rescale: 15.0 }, Loss::Mse { rescale: 15.0 }),
         ];
         let dev = Device::flex().autodiff();
         for (ours, reference) in pairs {
-            let zt = Tensor::<2>::from_data(TensorData::new(z.iter().map(|&v| v as f32).collect::<Vec<_>>(), [b, k]), &dev).require_grad();
+            let zt = Tensor::<2>::from_data(
+                TensorData::new(z.iter().map(|&v| v as f32).collect::<Vec<_>>(), [b, k]),
+                &dev,
+            )
+            .require_grad();
             let oh = Tensor::<2>::from_data(TensorData::new(one_hot(&y, k), [b, k]), &dev);
             let loss = batch_loss(ours, zt.clone(), oh);
             let value: f32 = loss.clone().into_scalar();
             let g = crate::host_f32(zt.grad(&loss.backward()).unwrap());
             let mut rg = vec![0.0; b * k];
             let rv = reference.mean_value_grad(&z, &targets, &mut rg).unwrap();
-            assert!((value as f64 - rv).abs() < 1e-5 * rv.abs().max(1.0), "{ours:?}: {value} vs {rv}");
+            assert!(
+                (value as f64 - rv).abs() < 1e-5 * rv.abs().max(1.0),
+                "{ours:?}: {value} vs {rv}"
+            );
             for i in 0..b * k {
-                assert!((g[i] as f64 - rg[i]).abs() < 1e-5, "{ours:?} grad[{i}]: {} vs {}", g[i], rg[i]);
+                assert!(
+                    (g[i] as f64 - rg[i]).abs() < 1e-5,
+                    "{ours:?} grad[{i}]: {} vs {}",
+                    g[i],
+                    rg[i]
+                );
             }
         }
     }
@@ -193,8 +232,15 @@ mod tests {
     #[test]
     fn large_logits_stay_finite() {
         let dev = Device::flex();
-        let z = Tensor::<2>::from_data(TensorData::new(vec![1000f32, -1000.0, 0.0, 0.0, 800.0, -5.0], [2, 3]), &dev);
-        for kind in [LossKind::Ce, LossKind::Ls { alpha: 0.05 }, LossKind::Fl { gamma: 3.0 }] {
+        let z = Tensor::<2>::from_data(
+            TensorData::new(vec![1000f32, -1000.0, 0.0, 0.0, 800.0, -5.0], [2, 3]),
+            &dev,
+        );
+        for kind in [
+            LossKind::Ce,
+            LossKind::Ls { alpha: 0.05 },
+            LossKind::Fl { gamma: 3.0 },
+        ] {
             let oh = Tensor::<2>::from_data(TensorData::new(one_hot(&[1, 0], 3), [2, 3]), &dev);
             let v: f32 = batch_loss(kind, z.clone(), oh).into_scalar();
             assert!(v.is_finite(), "{kind:?}");

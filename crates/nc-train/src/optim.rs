@@ -12,8 +12,8 @@
 //! `min(1, c / (n + 1e-6))`. burn's own `GradientClipping::Norm` clips each tensor on its own,
 //! which is a different operation. The factor stays on the device (no host sync per step).
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
-use burn::optim::momentum::MomentumConfig;
 use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::prelude::*;
 
@@ -30,7 +30,10 @@ fn sgd_config(momentum: f64, weight_decay: f64) -> SgdConfig {
     let mut c = SgdConfig::new();
     if momentum > 0.0 {
         c = c.with_momentum(Some(
-            MomentumConfig::new().with_momentum(momentum).with_dampening(0.0).with_nesterov(false),
+            MomentumConfig::new()
+                .with_momentum(momentum)
+                .with_dampening(0.0)
+                .with_nesterov(false),
         ));
     }
     if weight_decay > 0.0 {
@@ -49,7 +52,11 @@ pub fn build_sgd<M: Module>(model: &M, s: &SgdSettings) -> ModuleOptimizer {
     if ids.is_empty() {
         return optim;
     }
-    optim.with_group(ParamGroup::from_ids(ids), sgd_config(s.momentum, 0.0).build(), None)
+    optim.with_group(
+        ParamGroup::from_ids(ids),
+        sgd_config(s.momentum, 0.0).build(),
+        None,
+    )
 }
 
 /// Ids of the parameters that are biases (`bias`) or belong to a BatchNorm layer (`bn`).
@@ -61,7 +68,8 @@ pub fn exempt_params<M: Module>(model: &M, kinds: &[String]) -> Vec<ParamId> {
     }
     impl ModuleVisitor for V<'_> {
         fn enter_module(&mut self, name: &str, container_type: &str) {
-            self.path.push((name.to_string(), container_type.to_string()));
+            self.path
+                .push((name.to_string(), container_type.to_string()));
         }
         fn exit_module(&mut self, _name: &str, _container_type: &str) {
             self.path.pop();
@@ -69,13 +77,20 @@ pub fn exempt_params<M: Module>(model: &M, kinds: &[String]) -> Vec<ParamId> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             let in_bn = self.path.iter().any(|(_, t)| t.ends_with("BatchNorm"));
             let is_bias = self.path.last().is_some_and(|(n, _)| n == "bias");
-            let want = self.kinds.iter().any(|k| (k == "bn" && in_bn) || (k == "bias" && is_bias));
+            let want = self
+                .kinds
+                .iter()
+                .any(|k| (k == "bn" && in_bn) || (k == "bias" && is_bias));
             if want {
                 self.out.push(param.id);
             }
         }
     }
-    let mut v = V { path: vec![], kinds, out: vec![] };
+    let mut v = V {
+        path: vec![],
+        kinds,
+        out: vec![],
+    };
     model.visit(&mut v);
     v.out
 }
@@ -113,7 +128,12 @@ pub fn clip_global_norm<M: Module>(
         return (grads, None);
     };
     // factor = min(1, c / (n + eps)) computed on the device.
-    let factor = norm.clone().add_scalar(1e-6).recip().mul_scalar(max_norm).clamp_max(1.0);
+    let factor = norm
+        .clone()
+        .add_scalar(1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
     struct S<'a> {
         grads: &'a mut GradientsParams,
         factor: Tensor<1>,
@@ -126,7 +146,10 @@ pub fn clip_global_norm<M: Module>(
             }
         }
     }
-    let mut s = S { grads: &mut grads, factor };
+    let mut s = S {
+        grads: &mut grads,
+        factor,
+    };
     model.visit(&mut s);
     (grads, Some(norm))
 }
@@ -139,10 +162,19 @@ mod tests {
     /// Linear(3 -> 2) with known weights; loss = sum(y * c), so the gradients are constant:
     /// dW = x^T c (3 x 2), db = sum_rows c.
     fn setup(dev: &Device) -> (Linear, Tensor<2>, Tensor<2>) {
-        let w = Tensor::<2>::from_data(TensorData::new(vec![0.5f32, -1.0, 2.0, 0.25, -0.75, 1.5], [3, 2]), dev);
+        let w = Tensor::<2>::from_data(
+            TensorData::new(vec![0.5f32, -1.0, 2.0, 0.25, -0.75, 1.5], [3, 2]),
+            dev,
+        );
         let b = Tensor::<1>::from_data(TensorData::new(vec![0.1f32, -0.2], [2]), dev);
-        let lin = Linear { weight: burn::module::Param::from_tensor(w), bias: Some(burn::module::Param::from_tensor(b)) };
-        let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, -1.0, 0.5, 0.0, 3.0], [2, 3]), dev);
+        let lin = Linear {
+            weight: burn::module::Param::from_tensor(w),
+            bias: Some(burn::module::Param::from_tensor(b)),
+        };
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, -1.0, 0.5, 0.0, 3.0], [2, 3]),
+            dev,
+        );
         let c = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, -2.0, 0.5, 4.0], [2, 2]), dev);
         (lin, x, c)
     }
@@ -153,7 +185,13 @@ mod tests {
     }
 
     fn host(t: Tensor<2>) -> Vec<f64> {
-        t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap().into_iter().map(f64::from).collect()
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect()
     }
 
     // Hand-computed constant gradient dW = x^T c (3 x 2, row-major [in, out]).
@@ -173,7 +211,11 @@ mod tests {
     fn sgd_is_pytorch_sgd_with_dampening_zero() {
         let dev = Device::flex().autodiff();
         let (mut lin, x, c) = setup(&dev);
-        let s = SgdSettings { momentum: 0.9, weight_decay: 0.01, no_decay_on: vec![] };
+        let s = SgdSettings {
+            momentum: 0.9,
+            weight_decay: 0.01,
+            no_decay_on: vec![],
+        };
         let mut opt = build_sgd(&lin, &s);
         let (lr, mu, wd) = (0.1, 0.9, 0.01);
         let g = dw();
@@ -189,7 +231,12 @@ mod tests {
             }
             let got = host(lin.weight.val());
             for i in 0..6 {
-                assert!((got[i] - w[i]).abs() < 1e-5, "step {step} w[{i}]: {} vs {}", got[i], w[i]);
+                assert!(
+                    (got[i] - w[i]).abs() < 1e-5,
+                    "step {step} w[{i}]: {} vs {}",
+                    got[i],
+                    w[i]
+                );
             }
         }
         // With burn's default dampening (0.1) the third iterate would differ by far more.
@@ -220,16 +267,40 @@ mod tests {
         let (lin, x, c) = setup(&dev);
         let g = dw();
         let db = [1.0 + 0.5, -2.0 + 4.0];
-        let norm = (g.iter().map(|v| v * v).sum::<f64>() + db.iter().map(|v| v * v).sum::<f64>()).sqrt();
+        let norm =
+            (g.iter().map(|v| v * v).sum::<f64>() + db.iter().map(|v| v * v).sum::<f64>()).sqrt();
         let max = 2.0;
         let (clipped, n) = clip_global_norm(&lin, grads_of(&lin, &x, &c), max);
         let n: f32 = n.unwrap().into_scalar();
         assert!((n as f64 - norm).abs() < 1e-4 * norm, "{n} vs {norm}");
         let f = (max / (norm + 1e-6)).min(1.0);
-        let gw: Vec<f64> = clipped.get::<2>(lin.weight.id).unwrap().into_data().convert::<f32>().try_into_vec::<f32>().unwrap().into_iter().map(f64::from).collect();
-        let gb: Vec<f64> = clipped.get::<1>(lin.bias.as_ref().unwrap().id).unwrap().into_data().convert::<f32>().try_into_vec::<f32>().unwrap().into_iter().map(f64::from).collect();
+        let gw: Vec<f64> = clipped
+            .get::<2>(lin.weight.id)
+            .unwrap()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
+        let gb: Vec<f64> = clipped
+            .get::<1>(lin.bias.as_ref().unwrap().id)
+            .unwrap()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap()
+            .into_iter()
+            .map(f64::from)
+            .collect();
         for i in 0..6 {
-            assert!((gw[i] - g[i] * f).abs() < 1e-5, "w[{i}] {} vs {}", gw[i], g[i] * f);
+            assert!(
+                (gw[i] - g[i] * f).abs() < 1e-5,
+                "w[{i}] {} vs {}",
+                gw[i],
+                g[i] * f
+            );
         }
         for j in 0..2 {
             assert!((gb[j] - db[j] * f).abs() < 1e-5);
@@ -239,7 +310,13 @@ mod tests {
         assert!((total - max).abs() < 1e-4);
         // Below the threshold nothing changes.
         let (same, _) = clip_global_norm(&lin, grads_of(&lin, &x, &c), 1e6);
-        let gw2: Vec<f32> = same.get::<2>(lin.weight.id).unwrap().into_data().convert::<f32>().try_into_vec::<f32>().unwrap();
+        let gw2: Vec<f32> = same
+            .get::<2>(lin.weight.id)
+            .unwrap()
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap();
         for i in 0..6 {
             assert!((gw2[i] as f64 - g[i]).abs() < 1e-5);
         }

@@ -21,7 +21,10 @@ use crate::error::{Result, TrainError};
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let res = (|| {
@@ -43,7 +46,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Writes a value as pretty JSON, atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut s = serde_json::to_string_pretty(value).map_err(|e| TrainError::Json { path: path.into(), msg: e.to_string() })?;
+    let mut s = serde_json::to_string_pretty(value).map_err(|e| TrainError::Json {
+        path: path.into(),
+        msg: e.to_string(),
+    })?;
     s.push('\n');
     write_atomic(path, s.as_bytes())
 }
@@ -51,7 +57,10 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 /// Reads a JSON file.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let s = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    serde_json::from_str(&s).map_err(|e| TrainError::Json { path: path.into(), msg: e.to_string() })
+    serde_json::from_str(&s).map_err(|e| TrainError::Json {
+        path: path.into(),
+        msg: e.to_string(),
+    })
 }
 
 /// Paths inside a run directory.
@@ -63,20 +72,29 @@ pub struct RunDir {
 impl RunDir {
     /// Creates a fresh run directory (it may exist but must be empty). Checks it is writable.
     pub fn create(root: &Path) -> Result<Self> {
-        let err = |msg: String| TrainError::RunDir { path: root.into(), msg };
+        let err = |msg: String| TrainError::RunDir {
+            path: root.into(),
+            msg,
+        };
         if root.exists() {
             if !root.is_dir() {
                 return Err(err("exists and is not a directory".into()));
             }
             let mut it = std::fs::read_dir(root).map_err(|e| TrainError::io(root, e))?;
             if it.next().is_some() {
-                return Err(err("exists and is not empty (use --resume DIR to continue a run, or a new --out)".into()));
+                return Err(err(
+                    "exists and is not empty (use --resume DIR to continue a run, or a new --out)"
+                        .into(),
+                ));
             }
         }
-        std::fs::create_dir_all(root.join("checkpoints/last")).map_err(|e| err(format!("cannot create: {e}")))?;
-        std::fs::create_dir_all(root.join("checkpoints/best")).map_err(|e| err(format!("cannot create: {e}")))?;
+        std::fs::create_dir_all(root.join("checkpoints/last"))
+            .map_err(|e| err(format!("cannot create: {e}")))?;
+        std::fs::create_dir_all(root.join("checkpoints/best"))
+            .map_err(|e| err(format!("cannot create: {e}")))?;
         // Probe writability now rather than after the first epoch.
-        write_atomic(&root.join(".write-test"), b"ok").map_err(|e| err(format!("not writable: {e}")))?;
+        write_atomic(&root.join(".write-test"), b"ok")
+            .map_err(|e| err(format!("not writable: {e}")))?;
         let _ = std::fs::remove_file(root.join(".write-test"));
         Ok(RunDir { root: root.into() })
     }
@@ -84,7 +102,10 @@ impl RunDir {
     /// Opens an existing run directory for `--resume`.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.join("config.json").is_file() {
-            return Err(TrainError::RunDir { path: root.into(), msg: "has no config.json: not a run directory".into() });
+            return Err(TrainError::RunDir {
+                path: root.into(),
+                msg: "has no config.json: not a run directory".into(),
+            });
         }
         Ok(RunDir { root: root.into() })
     }
@@ -105,10 +126,12 @@ impl RunDir {
         self.root.join("checkpoints/state.json")
     }
     pub fn last_model(&self, epoch: usize) -> PathBuf {
-        self.root.join(format!("checkpoints/last/model-e{epoch}.bpk"))
+        self.root
+            .join(format!("checkpoints/last/model-e{epoch}.bpk"))
     }
     pub fn last_optim(&self, epoch: usize) -> PathBuf {
-        self.root.join(format!("checkpoints/last/optim-e{epoch}.bpk"))
+        self.root
+            .join(format!("checkpoints/last/optim-e{epoch}.bpk"))
     }
     pub fn best_model(&self) -> PathBuf {
         self.root.join("checkpoints/best/model.bpk")
@@ -127,7 +150,10 @@ impl RunDir {
 
     /// Removes last-epoch checkpoint files other than those of `keep_epoch`.
     pub fn prune_last(&self, keep_epoch: usize) {
-        let keep = [format!("model-e{keep_epoch}.bpk"), format!("optim-e{keep_epoch}.bpk")];
+        let keep = [
+            format!("model-e{keep_epoch}.bpk"),
+            format!("optim-e{keep_epoch}.bpk"),
+        ];
         if let Ok(rd) = std::fs::read_dir(self.root.join("checkpoints/last")) {
             for e in rd.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
@@ -141,12 +167,33 @@ impl RunDir {
 
 /// The spec metrics reported per split, in CSV column order (`accuracy` is `*_acc`).
 pub const METRIC_COLUMNS: [&str; 14] = [
-    "nc1", "nc2", "nc3", "nc4", "bias_relation", "ncc_accuracy", "equinorm_w", "equinorm_h", "equiangle_w",
-    "equiangle_h", "nc2_means", "cdnv", "sigma_b_rank", "num_samples",
+    "nc1",
+    "nc2",
+    "nc3",
+    "nc4",
+    "bias_relation",
+    "ncc_accuracy",
+    "equinorm_w",
+    "equinorm_h",
+    "equiangle_w",
+    "equiangle_h",
+    "nc2_means",
+    "cdnv",
+    "sigma_b_rank",
+    "num_samples",
 ];
 
 /// The leading CSV columns.
-pub const BASE_COLUMNS: [&str; 8] = ["epoch", "lr", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc"];
+pub const BASE_COLUMNS: [&str; 8] = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "val_loss",
+    "test_loss",
+    "train_acc",
+    "val_acc",
+    "test_acc",
+];
 
 /// All CSV columns: base, then `train_<metric>`, then `test_<metric>`.
 pub fn csv_columns() -> Vec<String> {
@@ -171,7 +218,10 @@ impl MetricsRow {
         self.get("epoch").unwrap_or(0.0) as usize
     }
     pub fn get(&self, key: &str) -> Option<f64> {
-        self.values.iter().find(|(k, _)| k == key).and_then(|(_, v)| *v)
+        self.values
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| *v)
     }
     /// One JSON object on one line, keys in column order.
     pub fn to_json_line(&self) -> String {
@@ -194,10 +244,13 @@ impl MetricsRow {
     pub fn from_json_line(line: &str) -> Option<Self> {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         let obj = v.as_object()?;
-        let values = csv_columns().into_iter().map(|c| {
-            let x = obj.get(&c).and_then(|x| x.as_f64());
-            (c, x)
-        }).collect();
+        let values = csv_columns()
+            .into_iter()
+            .map(|c| {
+                let x = obj.get(&c).and_then(|x| x.as_f64());
+                (c, x)
+            })
+            .collect();
         Some(MetricsRow { values, raw: None })
     }
     pub fn to_csv_line(&self) -> String {
@@ -262,13 +315,19 @@ pub fn read_metrics(dir: &RunDir) -> Result<Vec<MetricsRow>> {
     let csv_lines: Vec<&str> = csv.lines().skip(1).collect();
     let json_lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     if csv_lines.len() != json_lines.len() {
-        return Err(TrainError::RunDir { path: dir.root.clone(), msg: "metrics.jsonl and metrics.csv have different numbers of rows".into() });
+        return Err(TrainError::RunDir {
+            path: dir.root.clone(),
+            msg: "metrics.jsonl and metrics.csv have different numbers of rows".into(),
+        });
     }
     json_lines
         .iter()
         .zip(csv_lines)
         .map(|(l, c)| {
-            let mut r = MetricsRow::from_json_line(l).ok_or_else(|| TrainError::Json { path: p.clone(), msg: format!("bad line {l:?}") })?;
+            let mut r = MetricsRow::from_json_line(l).ok_or_else(|| TrainError::Json {
+                path: p.clone(),
+                msg: format!("bad line {l:?}"),
+            })?;
             r.raw = Some((l.to_string(), c.to_string()));
             Ok(r)
         })
@@ -278,13 +337,24 @@ pub fn read_metrics(dir: &RunDir) -> Result<Vec<MetricsRow>> {
 /// Writes a safetensors file of f32 tensors atomically.
 pub fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Result<()> {
     use safetensors::tensor::{Dtype, TensorView};
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect()).collect();
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
         .zip(&bytes)
-        .map(|((name, shape, _), b)| (name.to_string(), TensorView::new(Dtype::F32, shape.clone(), b).expect("consistent tensor")))
+        .map(|((name, shape, _), b)| {
+            (
+                name.to_string(),
+                TensorView::new(Dtype::F32, shape.clone(), b).expect("consistent tensor"),
+            )
+        })
         .collect();
-    let data = safetensors::serialize(views, None).map_err(|e| TrainError::Checkpoint { path: path.into(), msg: e.to_string() })?;
+    let data = safetensors::serialize(views, None).map_err(|e| TrainError::Checkpoint {
+        path: path.into(),
+        msg: e.to_string(),
+    })?;
     write_atomic(path, &data)
 }
 
@@ -295,14 +365,27 @@ mod tests {
     #[test]
     fn csv_columns_start_in_issue_order() {
         let c = csv_columns();
-        assert_eq!(&c[..8], &["epoch", "lr", "train_loss", "val_loss", "test_loss", "train_acc", "val_acc", "test_acc"]);
+        assert_eq!(
+            &c[..8],
+            &[
+                "epoch",
+                "lr",
+                "train_loss",
+                "val_loss",
+                "test_loss",
+                "train_acc",
+                "val_acc",
+                "test_acc"
+            ]
+        );
         assert_eq!(c[8], "train_nc1");
         assert!(c.contains(&"test_nc4".to_string()));
     }
 
     #[test]
     fn rows_round_trip_through_json_lines() {
-        let mut values: Vec<(String, Option<f64>)> = csv_columns().into_iter().map(|c| (c, None)).collect();
+        let mut values: Vec<(String, Option<f64>)> =
+            csv_columns().into_iter().map(|c| (c, None)).collect();
         values[0].1 = Some(3.0);
         values[1].1 = Some(0.1);
         values[8].1 = Some(1.0 / 3.0);

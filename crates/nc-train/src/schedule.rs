@@ -26,7 +26,11 @@ pub struct MultiStep {
 impl MultiStep {
     /// The paper's schedule: factor 0.1 at the given milestones.
     pub fn new(lr0: f64, milestones: Vec<usize>) -> Self {
-        MultiStep { lr0, milestones, factor: 0.1 }
+        MultiStep {
+            lr0,
+            milestones,
+            factor: 0.1,
+        }
     }
 
     /// Learning rate used throughout epoch `epoch` (1-based).

@@ -44,11 +44,20 @@ impl Samples {
             Pixels::F32(v) => v.len(),
         };
         if len != n * self.sample_len() {
-            return Err(TrainError::Data(format!("{what}: {len} values for {n} samples of shape {:?}", self.shape)));
-        }
-        if let Some((i, &y)) = self.labels.iter().enumerate().find(|(_, &y)| y as usize >= self.num_classes) {
             return Err(TrainError::Data(format!(
-                "{what}: label {y} of sample {i} is beyond the model's {} classes", self.num_classes
+                "{what}: {len} values for {n} samples of shape {:?}",
+                self.shape
+            )));
+        }
+        if let Some((i, &y)) = self
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(_, &y)| y as usize >= self.num_classes)
+        {
+            return Err(TrainError::Data(format!(
+                "{what}: label {y} of sample {i} is beyond the model's {} classes",
+                self.num_classes
             )));
         }
         Ok(())
@@ -61,10 +70,22 @@ impl Samples {
 pub enum DataSpec {
     /// The MNIST-10k digits shipped with nclab.
     EmbeddedMnist,
-    Mnist { dir: PathBuf },
-    Cifar10 { dir: PathBuf },
-    Cifar100 { dir: PathBuf },
-    Synthetic { k: usize, d: usize, n: usize, noise: f64, seed: u64 },
+    Mnist {
+        dir: PathBuf,
+    },
+    Cifar10 {
+        dir: PathBuf,
+    },
+    Cifar100 {
+        dir: PathBuf,
+    },
+    Synthetic {
+        k: usize,
+        d: usize,
+        n: usize,
+        noise: f64,
+        seed: u64,
+    },
 }
 
 impl DataSpec {
@@ -77,7 +98,9 @@ impl DataSpec {
         let dir = |r: Option<&str>| -> Result<PathBuf> {
             match r {
                 Some(d) if !d.is_empty() => Ok(PathBuf::from(d)),
-                _ => Err(TrainError::Config(format!("--data {kind} needs a directory: {kind}:DIR"))),
+                _ => Err(TrainError::Config(format!(
+                    "--data {kind} needs a directory: {kind}:DIR"
+                ))),
             }
         };
         Ok(match kind {
@@ -109,7 +132,13 @@ impl DataSpec {
             DataSpec::Mnist { dir } => load_mnist_dir(dir)?,
             DataSpec::Cifar10 { dir } => load_cifar(dir, false)?,
             DataSpec::Cifar100 { dir } => load_cifar(dir, true)?,
-            DataSpec::Synthetic { k, d, n, noise, seed } => synthetic(*k, *d, *n, *noise, *seed)?,
+            DataSpec::Synthetic {
+                k,
+                d,
+                n,
+                noise,
+                seed,
+            } => synthetic(*k, *d, *n, *noise, *seed)?,
         };
         train.validate("training set")?;
         test.validate("test set")?;
@@ -125,7 +154,12 @@ fn de(e: nc_data::DataError) -> TrainError {
 }
 
 fn from_image_set(s: nc_data::ImageSet) -> Samples {
-    Samples { pixels: Pixels::U8(s.images), labels: s.labels, shape: [s.channels, s.height, s.width], num_classes: s.num_classes }
+    Samples {
+        pixels: Pixels::U8(s.images),
+        labels: s.labels,
+        shape: [s.channels, s.height, s.width],
+        num_classes: s.num_classes,
+    }
 }
 
 fn pair(r: nc_data::Result<(nc_data::ImageSet, nc_data::ImageSet)>) -> Result<(Samples, Samples)> {
@@ -144,13 +178,34 @@ pub fn load_mnist_dir(dir: &Path) -> Result<(Samples, Samples)> {
 }
 
 fn load_cifar(dir: &Path, hundred: bool) -> Result<(Samples, Samples)> {
-    pair(if hundred { nc_data::load_cifar100_dir(dir) } else { nc_data::load_cifar10_dir(dir) })
+    pair(if hundred {
+        nc_data::load_cifar100_dir(dir)
+    } else {
+        nc_data::load_cifar10_dir(dir)
+    })
 }
 
 /// The Gaussian mixture of `nc_data::SyntheticSpec` as 1 x 1 x d samples.
-pub fn synthetic(k: usize, d: usize, n: usize, noise: f64, seed: u64) -> Result<(Samples, Samples)> {
-    let spec = nc_data::SyntheticSpec { num_classes: k, dim: d, per_class: n, noise, seed };
+pub fn synthetic(
+    k: usize,
+    d: usize,
+    n: usize,
+    noise: f64,
+    seed: u64,
+) -> Result<(Samples, Samples)> {
+    let spec = nc_data::SyntheticSpec {
+        num_classes: k,
+        dim: d,
+        per_class: n,
+        noise,
+        seed,
+    };
     let data = spec.generate().map_err(de)?;
-    let conv = |s: nc_data::SyntheticSplit| Samples { pixels: Pixels::F32(s.features), labels: s.labels, shape: [1, 1, s.dim], num_classes: s.num_classes };
+    let conv = |s: nc_data::SyntheticSplit| Samples {
+        pixels: Pixels::F32(s.features),
+        labels: s.labels,
+        shape: [1, 1, s.dim],
+        num_classes: s.num_classes,
+    };
     Ok((conv(data.train), conv(data.test)))
 }

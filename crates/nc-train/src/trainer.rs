@@ -17,14 +17,19 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nc_math::metrics::NcMetrics;
 
 use crate::config::TrainConfig;
-use crate::data::{epoch_order, first_per_class, make_batch, rng_for, stratified_split, Normalization};
+use crate::data::{
+    epoch_order, first_per_class, make_batch, rng_for, stratified_split, Normalization,
+};
 use crate::device::{device_for, parse_device};
 use crate::error::{Result, TrainError};
 use crate::eval::{evaluate, EvalRequest, SplitEval};
 use crate::loss::{batch_loss, one_hot};
 use crate::model::Net;
 use crate::optim::{build_sgd, clip_global_norm};
-use crate::run_dir::{csv_columns, read_json, read_metrics, write_json, write_metrics, write_safetensors, MetricsRow, RunDir};
+use crate::run_dir::{
+    csv_columns, read_json, read_metrics, write_json, write_metrics, write_safetensors, MetricsRow,
+    RunDir,
+};
 use crate::source::Samples;
 
 /// How to run (not part of the config: does not change any number).
@@ -88,7 +93,10 @@ fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     let device = device_for(choice)?;
     let (train, test) = cfg.data.load()?;
     if test.shape != train.shape {
-        return Err(TrainError::Data(format!("test samples have shape {:?}, training samples {:?}", test.shape, train.shape)));
+        return Err(TrainError::Data(format!(
+            "test samples have shape {:?}, training samples {:?}",
+            test.shape, train.shape
+        )));
     }
     let k = train.num_classes;
     let [c, h, w] = train.shape;
@@ -102,11 +110,27 @@ fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     let norm = if cfg.normalize {
         Normalization::fit(&train, &train_idx)
     } else {
-        Normalization::identity(c, match train.pixels { crate::source::Pixels::U8(_) => 1.0 / 255.0, _ => 1.0 })
+        Normalization::identity(
+            c,
+            match train.pixels {
+                crate::source::Pixels::U8(_) => 1.0 / 255.0,
+                _ => 1.0,
+            },
+        )
     };
     let test_idx = (0..test.len()).collect();
     let ad = device.clone().autodiff();
-    Ok(Prepared { train, test, train_idx, val_idx, test_idx, norm, device, ad, k })
+    Ok(Prepared {
+        train,
+        test,
+        train_idx,
+        val_idx,
+        test_idx,
+        norm,
+        device,
+        ad,
+        k,
+    })
 }
 
 fn new_model(cfg: &TrainConfig, p: &Prepared) -> Net {
@@ -120,7 +144,13 @@ pub fn train(cfg: &TrainConfig, out: &Path, opts: RunOptions) -> Result<Summary>
     write_json(&dir.config(), cfg)?;
     let model = new_model(cfg, &p);
     let optim = build_sgd(&model, &cfg.sgd);
-    let state = ResumeState { epoch: 0, best_epoch: None, best_val_acc: None, train_seconds: 0.0, train_steps: 0 };
+    let state = ResumeState {
+        epoch: 0,
+        best_epoch: None,
+        best_val_acc: None,
+        train_seconds: 0.0,
+        train_steps: 0,
+    };
     run(cfg, &p, &dir, model, optim, state, vec![], true, opts)
 }
 
@@ -133,24 +163,57 @@ pub fn resume(dir: &Path, opts: RunOptions) -> Result<Summary> {
     let optim = build_sgd(&model, &cfg.sgd);
     if !dir.state().is_file() {
         // Killed before the first checkpoint: start over in place.
-        return run(&cfg, &p, &dir, model, optim, ResumeState { epoch: 0, best_epoch: None, best_val_acc: None, train_seconds: 0.0, train_steps: 0 }, vec![], true, opts);
+        return run(
+            &cfg,
+            &p,
+            &dir,
+            model,
+            optim,
+            ResumeState {
+                epoch: 0,
+                best_epoch: None,
+                best_val_acc: None,
+                train_seconds: 0.0,
+                train_steps: 0,
+            },
+            vec![],
+            true,
+            opts,
+        );
     }
     let state: ResumeState = read_json(&dir.state())?;
     let mp = dir.last_model(state.epoch);
     let model = model
         .try_load_file(&mp)
-        .map_err(|e| TrainError::Checkpoint { path: mp.clone(), msg: e.to_string() })?;
+        .map_err(|e| TrainError::Checkpoint {
+            path: mp.clone(),
+            msg: e.to_string(),
+        })?;
     let op = dir.last_optim(state.epoch);
     let optim = if op.is_file() {
-        optim.load(&op).map_err(|e| TrainError::Checkpoint { path: op.clone(), msg: e.to_string() })?
+        optim.load(&op).map_err(|e| TrainError::Checkpoint {
+            path: op.clone(),
+            msg: e.to_string(),
+        })?
     } else {
         optim
     };
-    let rows: Vec<MetricsRow> = read_metrics(&dir)?.into_iter().filter(|r| r.epoch() <= state.epoch).collect();
+    let rows: Vec<MetricsRow> = read_metrics(&dir)?
+        .into_iter()
+        .filter(|r| r.epoch() <= state.epoch)
+        .collect();
     run(&cfg, &p, &dir, model, optim, state, rows, false, opts)
 }
 
-fn split_req<'a>(cfg: &TrainConfig, s: &'a Samples, idx: &'a [usize], p: &'a Prepared, metrics: bool, refm: Option<&'a nc_math::metrics::ClassMeans>, keep: bool) -> EvalRequest<'a> {
+fn split_req<'a>(
+    cfg: &TrainConfig,
+    s: &'a Samples,
+    idx: &'a [usize],
+    p: &'a Prepared,
+    metrics: bool,
+    refm: Option<&'a nc_math::metrics::ClassMeans>,
+    keep: bool,
+) -> EvalRequest<'a> {
     EvalRequest {
         samples: s,
         indices: idx,
@@ -165,11 +228,40 @@ fn split_req<'a>(cfg: &TrainConfig, s: &'a Samples, idx: &'a [usize], p: &'a Pre
 }
 
 /// Full evaluation of the current model: (train, val, test).
-fn full_eval(cfg: &TrainConfig, p: &Prepared, model: &Net, keep: bool) -> Result<(SplitEval, Option<SplitEval>, SplitEval)> {
+fn full_eval(
+    cfg: &TrainConfig,
+    p: &Prepared,
+    model: &Net,
+    keep: bool,
+) -> Result<(SplitEval, Option<SplitEval>, SplitEval)> {
     let m = model.valid();
-    let tr = evaluate(&m, &p.device, &split_req(cfg, &p.train, &p.train_idx, p, true, None, keep))?;
-    let va = if p.val_idx.is_empty() { None } else { Some(evaluate(&m, &p.device, &split_req(cfg, &p.train, &p.val_idx, p, false, None, false))?) };
-    let te = evaluate(&m, &p.device, &split_req(cfg, &p.test, &p.test_idx, p, !p.test_idx.is_empty(), tr.means.as_ref(), keep))?;
+    let tr = evaluate(
+        &m,
+        &p.device,
+        &split_req(cfg, &p.train, &p.train_idx, p, true, None, keep),
+    )?;
+    let va = if p.val_idx.is_empty() {
+        None
+    } else {
+        Some(evaluate(
+            &m,
+            &p.device,
+            &split_req(cfg, &p.train, &p.val_idx, p, false, None, false),
+        )?)
+    };
+    let te = evaluate(
+        &m,
+        &p.device,
+        &split_req(
+            cfg,
+            &p.test,
+            &p.test_idx,
+            p,
+            !p.test_idx.is_empty(),
+            tr.means.as_ref(),
+            keep,
+        ),
+    )?;
     Ok((tr, va, te))
 }
 
@@ -193,7 +285,13 @@ fn metric_value(m: &NcMetrics, key: &str) -> Option<f64> {
     }
 }
 
-fn make_row(epoch: usize, lr: f64, tr: &SplitEval, va: Option<&SplitEval>, te: &SplitEval) -> MetricsRow {
+fn make_row(
+    epoch: usize,
+    lr: f64,
+    tr: &SplitEval,
+    va: Option<&SplitEval>,
+    te: &SplitEval,
+) -> MetricsRow {
     let values = csv_columns()
         .into_iter()
         .map(|c| {
@@ -218,12 +316,26 @@ fn make_row(epoch: usize, lr: f64, tr: &SplitEval, va: Option<&SplitEval>, te: &
     MetricsRow { values, raw: None }
 }
 
-fn save_last(dir: &RunDir, model: &Net, optim: &ModuleOptimizer, state: &ResumeState) -> Result<()> {
+fn save_last(
+    dir: &RunDir,
+    model: &Net,
+    optim: &ModuleOptimizer,
+    state: &ResumeState,
+) -> Result<()> {
     let e = state.epoch;
     let mp = dir.last_model(e);
-    model.clone().save_file(&mp).map_err(|err| TrainError::Checkpoint { path: mp.clone(), msg: err.to_string() })?;
+    model
+        .clone()
+        .save_file(&mp)
+        .map_err(|err| TrainError::Checkpoint {
+            path: mp.clone(),
+            msg: err.to_string(),
+        })?;
     let op = dir.last_optim(e);
-    optim.save(&op).map_err(|err| TrainError::Checkpoint { path: op.clone(), msg: err.to_string() })?;
+    optim.save(&op).map_err(|err| TrainError::Checkpoint {
+        path: op.clone(),
+        msg: err.to_string(),
+    })?;
     write_json(&dir.state(), state)?;
     dir.prune_last(e);
     Ok(())
@@ -252,7 +364,10 @@ fn run(
         if let Some(means) = &ev.0.means {
             // The untrained network's class geometry: `nclab compare`'s baseline.
             let values = means.means().iter().map(|&x| x as f32).collect();
-            write_safetensors(&dir.initial_tensors(), &[("initial_train_class_means", vec![k, means.dim()], values)])?;
+            write_safetensors(
+                &dir.initial_tensors(),
+                &[("initial_train_class_means", vec![k, means.dim()], values)],
+            )?;
         }
         rows.push(make_row(0, sched.lr(1), &ev.0, ev.1.as_ref(), &ev.2));
         if log {
@@ -269,7 +384,14 @@ fn run(
         let lr = sched.lr(epoch);
         let order = epoch_order(&p.train_idx, cfg.seed, epoch);
         let mut aug_rng = rng_for(cfg.seed, epoch as u64, 3);
-        let bar = if opts.progress { ProgressBar::with_draw_target(Some(steps_per_epoch as u64), ProgressDrawTarget::stderr()) } else { ProgressBar::hidden() };
+        let bar = if opts.progress {
+            ProgressBar::with_draw_target(
+                Some(steps_per_epoch as u64),
+                ProgressDrawTarget::stderr(),
+            )
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
             ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}")
                 .unwrap()
@@ -285,20 +407,50 @@ fn run(
             if let Some(f) = opts.on_step.as_mut() {
                 f(epoch, step);
             }
-            make_batch(&p.train, chunk, &p.norm, cfg.augment.map(|a| (a, &mut aug_rng)), &mut xb, &mut yb);
+            make_batch(
+                &p.train,
+                chunk,
+                &p.norm,
+                cfg.augment.map(|a| (a, &mut aug_rng)),
+                &mut xb,
+                &mut yb,
+            );
             let b = chunk.len();
-            let x = Tensor::<4>::from_data(TensorData::new(std::mem::take(&mut xb), [b, c, h, w]), &p.ad);
+            let x = Tensor::<4>::from_data(
+                TensorData::new(std::mem::take(&mut xb), [b, c, h, w]),
+                &p.ad,
+            );
             let oh = Tensor::<2>::from_data(TensorData::new(one_hot(&yb, k), [b, k]), &p.ad);
-            let y = Tensor::<1, Int>::from_data(TensorData::new(yb.iter().map(|&v| v as i64).collect::<Vec<_>>(), [b]), &p.device);
+            let y = Tensor::<1, Int>::from_data(
+                TensorData::new(yb.iter().map(|&v| v as i64).collect::<Vec<_>>(), [b]),
+                &p.device,
+            );
             let (_, logits) = model.forward(x);
             let loss = batch_loss(cfg.loss, logits.clone(), oh);
             let detached = loss.clone().detach().inner().mul_scalar(b as f64);
-            loss_sum = Some(match loss_sum.take() { Some(s) => s + detached, None => detached });
-            let corr = logits.detach().inner().argmax(1).reshape([b]).equal(y).int().sum();
-            correct_sum = Some(match correct_sum.take() { Some(s) => s + corr, None => corr });
+            loss_sum = Some(match loss_sum.take() {
+                Some(s) => s + detached,
+                None => detached,
+            });
+            let corr = logits
+                .detach()
+                .inner()
+                .argmax(1)
+                .reshape([b])
+                .equal(y)
+                .int()
+                .sum();
+            correct_sum = Some(match correct_sum.take() {
+                Some(s) => s + corr,
+                None => corr,
+            });
             seen += b;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            let grads = if cfg.clip_grad_norm > 0.0 { clip_global_norm(&model, grads, cfg.clip_grad_norm).0 } else { grads };
+            let grads = if cfg.clip_grad_norm > 0.0 {
+                clip_global_norm(&model, grads, cfg.clip_grad_norm).0
+            } else {
+                grads
+            };
             model = optim.step(lr, model, grads);
             state.train_steps += 1;
             let last = step + 1 == steps_per_epoch;
@@ -306,10 +458,20 @@ fn run(
                 let ls: f32 = loss_sum.clone().unwrap().into_scalar();
                 if !ls.is_finite() {
                     bar.abandon();
-                    return Err(TrainError::NonFinite { epoch, step, value: ls, lr, last_good_epoch: state.epoch });
+                    return Err(TrainError::NonFinite {
+                        epoch,
+                        step,
+                        value: ls,
+                        lr,
+                        last_good_epoch: state.epoch,
+                    });
                 }
                 let cs: i64 = correct_sum.clone().unwrap().into_scalar();
-                bar.set_message(format!("loss {:.4} acc {:.4}", ls as f64 / seen as f64, cs as f64 / seen as f64));
+                bar.set_message(format!(
+                    "loss {:.4} acc {:.4}",
+                    ls as f64 / seen as f64,
+                    cs as f64 / seen as f64
+                ));
             }
             bar.inc(1);
         }
@@ -320,20 +482,46 @@ fn run(
         let val = if p.val_idx.is_empty() {
             None
         } else {
-            Some(evaluate(&model.valid(), &p.device, &split_req(cfg, &p.train, &p.val_idx, p, false, None, false))?)
+            Some(evaluate(
+                &model.valid(),
+                &p.device,
+                &split_req(cfg, &p.train, &p.val_idx, p, false, None, false),
+            )?)
         };
         if let Some(v) = &val {
             if state.best_val_acc.is_none_or(|b| v.accuracy > b) {
                 state.best_val_acc = Some(v.accuracy);
                 state.best_epoch = Some(epoch);
                 let bp = dir.best_model();
-                model.valid().save_file(&bp).map_err(|e| TrainError::Checkpoint { path: bp.clone(), msg: e.to_string() })?;
+                model
+                    .valid()
+                    .save_file(&bp)
+                    .map_err(|e| TrainError::Checkpoint {
+                        path: bp.clone(),
+                        msg: e.to_string(),
+                    })?;
             }
         }
         if cfg.is_eval_epoch(epoch) {
             let m = model.valid();
-            let tr = evaluate(&m, &p.device, &split_req(cfg, &p.train, &p.train_idx, p, true, None, false))?;
-            let te = evaluate(&m, &p.device, &split_req(cfg, &p.test, &p.test_idx, p, !p.test_idx.is_empty(), tr.means.as_ref(), false))?;
+            let tr = evaluate(
+                &m,
+                &p.device,
+                &split_req(cfg, &p.train, &p.train_idx, p, true, None, false),
+            )?;
+            let te = evaluate(
+                &m,
+                &p.device,
+                &split_req(
+                    cfg,
+                    &p.test,
+                    &p.test_idx,
+                    p,
+                    !p.test_idx.is_empty(),
+                    tr.means.as_ref(),
+                    false,
+                ),
+            )?;
             let ev = (tr, val, te);
             rows.push(make_row(epoch, lr, &ev.0, ev.1.as_ref(), &ev.2));
             if log {
@@ -350,13 +538,20 @@ fn run(
 }
 
 fn log_line(epoch: usize, ev: &(SplitEval, Option<SplitEval>, SplitEval)) -> String {
-    let nc1 = |e: &SplitEval| e.metrics.as_ref().map(|m| format!("{:.4}", m.nc1)).unwrap_or("-".into());
+    let nc1 = |e: &SplitEval| {
+        e.metrics
+            .as_ref()
+            .map(|m| format!("{:.4}", m.nc1))
+            .unwrap_or("-".into())
+    };
     format!(
         "epoch {epoch:>4}: train loss {:.4} acc {:.4} nc1 {} | val acc {} | test acc {:.4} nc1 {}",
         ev.0.loss,
         ev.0.accuracy,
         nc1(&ev.0),
-        ev.1.as_ref().map(|v| format!("{:.4}", v.accuracy)).unwrap_or("-".into()),
+        ev.1.as_ref()
+            .map(|v| format!("{:.4}", v.accuracy))
+            .unwrap_or("-".into()),
         ev.2.accuracy,
         nc1(&ev.2)
     )
@@ -374,11 +569,24 @@ fn finish(
     // The final evaluation again, keeping features when asked (cheap next to training).
     let (tr, _va, te) = full_eval(cfg, p, model, cfg.save_features)?;
     let mvalid = model.valid();
-    let weight: Vec<f32> = mvalid.classifier_weight().iter().map(|&x| x as f32).collect();
+    let weight: Vec<f32> = mvalid
+        .classifier_weight()
+        .iter()
+        .map(|&x| x as f32)
+        .collect();
     let bias: Vec<f32> = mvalid.classifier_bias().iter().map(|&x| x as f32).collect();
     let d = weight.len() / p.k;
-    let means = |e: &SplitEval| e.means.as_ref().map(|m| m.means().iter().map(|&x| x as f32).collect::<Vec<f32>>()).unwrap_or_default();
-    let mut tensors = vec![("weight", vec![p.k, d], weight.clone()), ("bias", vec![p.k], bias.clone()), ("train_class_means", vec![p.k, d], means(&tr))];
+    let means = |e: &SplitEval| {
+        e.means
+            .as_ref()
+            .map(|m| m.means().iter().map(|&x| x as f32).collect::<Vec<f32>>())
+            .unwrap_or_default()
+    };
+    let mut tensors = vec![
+        ("weight", vec![p.k, d], weight.clone()),
+        ("bias", vec![p.k], bias.clone()),
+        ("train_class_means", vec![p.k, d], means(&tr)),
+    ];
     if te.means.is_some() {
         tensors.push(("test_class_means", vec![p.k, d], means(&te)));
     }
@@ -400,9 +608,16 @@ fn finish(
             let bp = dir.best_model();
             let best = Net::new(&cfg.model, p.train.shape, p.k, &p.device)
                 .try_load_file(&bp)
-                .map_err(|e| TrainError::Checkpoint { path: bp.clone(), msg: e.to_string() })?
+                .map_err(|e| TrainError::Checkpoint {
+                    path: bp.clone(),
+                    msg: e.to_string(),
+                })?
                 .valid();
-            let e = evaluate(&best, &p.device, &split_req(cfg, &p.test, &p.test_idx, p, false, None, false))?;
+            let e = evaluate(
+                &best,
+                &p.device,
+                &split_req(cfg, &p.test, &p.test_idx, p, false, None, false),
+            )?;
             (be, e.accuracy)
         }
         _ => (cfg.epochs, te.accuracy),
@@ -418,7 +633,11 @@ fn finish(
         final_train_loss: tr.loss,
         final_train_nc1: tr.metrics.as_ref().map(|m| m.nc1),
         initial_train_nc1: first.and_then(|r| r.get("train_nc1")),
-        seconds_per_step: if state.train_steps > 0 { state.train_seconds / state.train_steps as f64 } else { 0.0 },
+        seconds_per_step: if state.train_steps > 0 {
+            state.train_seconds / state.train_steps as f64
+        } else {
+            0.0
+        },
         backend: crate::device::backend_name(parse_device(&cfg.device)?).to_string(),
     };
     write_json(&dir.summary(), &summary)?;

@@ -14,7 +14,13 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 fn mlp(hidden: usize) -> ModelSpec {
-    ModelSpec { kind: ModelKind::Mlp, depth: 2, hidden, batch_norm: false, width: 1.0 }
+    ModelSpec {
+        kind: ModelKind::Mlp,
+        depth: 2,
+        hidden,
+        batch_norm: false,
+        width: 1.0,
+    }
 }
 
 fn synthetic_cfg(loss: LossKind, epochs: usize) -> TrainConfig {
@@ -36,7 +42,12 @@ fn read(p: &Path) -> String {
 
 #[test]
 fn mlp_trains_with_every_loss_and_writes_the_run_directory() {
-    for loss in [LossKind::Ce, LossKind::Ls { alpha: 0.05 }, LossKind::Fl { gamma: 3.0 }, LossKind::Mse { rescale: 15.0 }] {
+    for loss in [
+        LossKind::Ce,
+        LossKind::Ls { alpha: 0.05 },
+        LossKind::Fl { gamma: 3.0 },
+        LossKind::Mse { rescale: 15.0 },
+    ] {
         let out = tmp(&format!("all-{}", loss.name()));
         let cfg = synthetic_cfg(loss, 2);
         let s = train(&cfg, &out, quiet()).unwrap();
@@ -44,7 +55,10 @@ fn mlp_trains_with_every_loss_and_writes_the_run_directory() {
         let jl = read(&out.join("metrics.jsonl"));
         let lines: Vec<&str> = jl.lines().collect();
         let first: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-        assert!(s.final_train_loss < first["train_loss"].as_f64().unwrap(), "{loss:?} did not learn");
+        assert!(
+            s.final_train_loss < first["train_loss"].as_f64().unwrap(),
+            "{loss:?} did not learn"
+        );
         assert_eq!(lines.len(), 3, "epochs 0, 1, 2");
         for (e, l) in lines.iter().enumerate() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
@@ -54,12 +68,21 @@ fn mlp_trains_with_every_loss_and_writes_the_run_directory() {
             assert!(v["val_acc"].as_f64().is_some());
         }
         let csv = read(&out.join("metrics.csv"));
-        assert!(csv.starts_with("epoch,lr,train_loss,val_loss,test_loss,train_acc,val_acc,test_acc,train_nc1,"));
+        assert!(csv.starts_with(
+            "epoch,lr,train_loss,val_loss,test_loss,train_acc,val_acc,test_acc,train_nc1,"
+        ));
         assert_eq!(csv.lines().count(), 4);
         let cfg_back: TrainConfig = serde_json::from_str(&read(&out.join("config.json"))).unwrap();
         assert_eq!(cfg_back, cfg);
-        let summary: serde_json::Value = serde_json::from_str(&read(&out.join("summary.json"))).unwrap();
-        for key in ["best_epoch", "best_val_acc", "best_val_test_acc", "final_train_acc", "final_test_acc"] {
+        let summary: serde_json::Value =
+            serde_json::from_str(&read(&out.join("summary.json"))).unwrap();
+        for key in [
+            "best_epoch",
+            "best_val_acc",
+            "best_val_test_acc",
+            "final_train_acc",
+            "final_test_acc",
+        ] {
             assert!(!summary[key].is_null(), "{key}");
         }
         let st = std::fs::read(out.join("final.safetensors")).unwrap();
@@ -87,11 +110,17 @@ fn same_seed_gives_identical_metrics() {
     cfg.model.batch_norm = true;
     train(&cfg, &a, quiet()).unwrap();
     train(&cfg, &b, quiet()).unwrap();
-    assert_eq!(read(&a.join("metrics.jsonl")), read(&b.join("metrics.jsonl")));
+    assert_eq!(
+        read(&a.join("metrics.jsonl")),
+        read(&b.join("metrics.jsonl"))
+    );
     let c = tmp("seed-c");
     cfg.seed = 2;
     train(&cfg, &c, quiet()).unwrap();
-    assert_ne!(read(&a.join("metrics.jsonl")), read(&c.join("metrics.jsonl")));
+    assert_ne!(
+        read(&a.join("metrics.jsonl")),
+        read(&c.join("metrics.jsonl"))
+    );
     for d in [a, b, c] {
         std::fs::remove_dir_all(d).unwrap();
     }
@@ -101,7 +130,10 @@ fn same_seed_gives_identical_metrics() {
 #[test]
 #[ignore = "helper process for resume_after_sigkill_matches_an_uninterrupted_run"]
 fn child_run_for_kill() {
-    let (Some(dir), Some(mark)) = (std::env::var_os("NCTRAIN_CHILD_DIR"), std::env::var_os("NCTRAIN_CHILD_MARK")) else {
+    let (Some(dir), Some(mark)) = (
+        std::env::var_os("NCTRAIN_CHILD_DIR"),
+        std::env::var_os("NCTRAIN_CHILD_MARK"),
+    ) else {
         return;
     };
     let cfg = kill_cfg();
@@ -135,7 +167,13 @@ fn resume_after_sigkill_matches_an_uninterrupted_run() {
     let dir = tmp("kill-run");
     let mark = tmp("kill-mark");
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_run_for_kill", "--ignored", "--test-threads", "1"])
+        .args([
+            "--exact",
+            "child_run_for_kill",
+            "--ignored",
+            "--test-threads",
+            "1",
+        ])
         .env("NCTRAIN_CHILD_DIR", &dir)
         .env("NCTRAIN_CHILD_MARK", &mark)
         .stdout(std::process::Stdio::null())
@@ -150,14 +188,32 @@ fn resume_after_sigkill_matches_an_uninterrupted_run() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let partial = read(&dir.join("metrics.jsonl"));
-    assert_eq!(partial.lines().count(), 2, "epochs 0 and 1 were written before the kill");
+    assert_eq!(
+        partial.lines().count(),
+        2,
+        "epochs 0 and 1 were written before the kill"
+    );
 
     resume(&dir, quiet()).unwrap();
-    assert_eq!(read(&dir.join("metrics.jsonl")), read(&reference.join("metrics.jsonl")));
-    assert_eq!(read(&dir.join("metrics.csv")), read(&reference.join("metrics.csv")));
+    assert_eq!(
+        read(&dir.join("metrics.jsonl")),
+        read(&reference.join("metrics.jsonl"))
+    );
+    assert_eq!(
+        read(&dir.join("metrics.csv")),
+        read(&reference.join("metrics.csv"))
+    );
     let s1: serde_json::Value = serde_json::from_str(&read(&dir.join("summary.json"))).unwrap();
-    let s2: serde_json::Value = serde_json::from_str(&read(&reference.join("summary.json"))).unwrap();
-    for key in ["best_epoch", "best_val_acc", "best_val_test_acc", "final_train_acc", "final_test_acc", "final_train_nc1"] {
+    let s2: serde_json::Value =
+        serde_json::from_str(&read(&reference.join("summary.json"))).unwrap();
+    for key in [
+        "best_epoch",
+        "best_val_acc",
+        "best_val_test_acc",
+        "final_train_acc",
+        "final_test_acc",
+        "final_train_nc1",
+    ] {
         assert_eq!(s1[key], s2[key], "{key}");
     }
     for d in [reference, dir] {
@@ -223,7 +279,9 @@ fn tiny_cifar10(dir: &Path, per_batch: usize, bad_label: bool) {
         r
     };
     for b in 1..=5 {
-        let bytes: Vec<u8> = (0..per_batch).flat_map(|i| rec(i + b * per_batch)).collect();
+        let bytes: Vec<u8> = (0..per_batch)
+            .flat_map(|i| rec(i + b * per_batch))
+            .collect();
         std::fs::write(dir.join(format!("data_batch_{b}.bin")), bytes).unwrap();
     }
     let bytes: Vec<u8> = (0..per_batch).flat_map(rec).collect();
@@ -231,7 +289,13 @@ fn tiny_cifar10(dir: &Path, per_batch: usize, bad_label: bool) {
 }
 
 fn conv_cfg(data: DataSpec, kind: ModelKind, width: f64) -> TrainConfig {
-    let spec = ModelSpec { kind, depth: 2, hidden: 16, batch_norm: false, width };
+    let spec = ModelSpec {
+        kind,
+        depth: 2,
+        hidden: 16,
+        batch_norm: false,
+        width,
+    };
     let mut cfg = TrainConfig::paper(data, spec, LossKind::Ce, 1);
     cfg.batch_size = 10;
     cfg.val_fraction = 0.0;
@@ -246,17 +310,38 @@ fn resnet18_and_wrn50_train_on_mnist_and_cifar_formats() {
     let cf = tmp("cifar-data");
     tiny_cifar10(&cf, 4, false); // 20 training images; the test set misses classes 4..9
     let cases = [
-        (DataSpec::Mnist { dir: mn.clone() }, ModelKind::Resnet18, 0.125, 64),
-        (DataSpec::Cifar10 { dir: cf.clone() }, ModelKind::Resnet18, 0.125, 64),
-        (DataSpec::Mnist { dir: mn.clone() }, ModelKind::Wrn50, 0.125, 2048),
-        (DataSpec::Cifar10 { dir: cf.clone() }, ModelKind::Wrn50, 0.125, 2048),
+        (
+            DataSpec::Mnist { dir: mn.clone() },
+            ModelKind::Resnet18,
+            0.125,
+            64,
+        ),
+        (
+            DataSpec::Cifar10 { dir: cf.clone() },
+            ModelKind::Resnet18,
+            0.125,
+            64,
+        ),
+        (
+            DataSpec::Mnist { dir: mn.clone() },
+            ModelKind::Wrn50,
+            0.125,
+            2048,
+        ),
+        (
+            DataSpec::Cifar10 { dir: cf.clone() },
+            ModelKind::Wrn50,
+            0.125,
+            2048,
+        ),
     ];
     for (i, (data, kind, width, d)) in cases.into_iter().enumerate() {
         let out = tmp(&format!("conv-{i}"));
         let cfg = conv_cfg(data, kind, width);
         let s = train(&cfg, &out, quiet()).unwrap_or_else(|e| panic!("case {i}: {e}"));
         assert!(s.final_train_acc.is_finite());
-        let last: serde_json::Value = serde_json::from_str(read(&out.join("metrics.jsonl")).lines().last().unwrap()).unwrap();
+        let last: serde_json::Value =
+            serde_json::from_str(read(&out.join("metrics.jsonl")).lines().last().unwrap()).unwrap();
         assert!(last["train_nc1"].as_f64().is_some());
         // a split that misses a class has no NC metrics, but loss and accuracy
         assert_eq!(last["test_nc1"].is_null(), i % 2 == 1, "case {i}");
@@ -275,18 +360,30 @@ fn save_features_writes_npz_with_indices() {
     let mn = tmp("feat-data");
     tiny_mnist(&mn, 30, 10);
     let out = tmp("feat-run");
-    let mut cfg = TrainConfig::paper(DataSpec::Mnist { dir: mn.clone() }, mlp(8), LossKind::Mse { rescale: 15.0 }, 1);
+    let mut cfg = TrainConfig::paper(
+        DataSpec::Mnist { dir: mn.clone() },
+        mlp(8),
+        LossKind::Mse { rescale: 15.0 },
+        1,
+    );
     cfg.per_class = Some(2);
     cfg.val_fraction = 0.0;
     cfg.save_features = true;
     train(&cfg, &out, quiet()).unwrap();
-    let f = nc_data::load_feature_file(&out.join("features_train.npz"), &nc_data::FeatureKeys::default()).unwrap();
+    let f = nc_data::load_feature_file(
+        &out.join("features_train.npz"),
+        &nc_data::FeatureKeys::default(),
+    )
+    .unwrap();
     assert_eq!((f.num_samples, f.dim), (20, 8));
     assert_eq!(f.num_classes_weight, Some(10));
     assert_eq!(f.bias.as_ref().map(|b| b.len()), Some(10));
     // 2 per class of 30 samples whose labels cycle 0..9: indices 0..20 in order
     assert_eq!(f.indices.unwrap(), (0..20).collect::<Vec<u64>>());
-    assert_eq!(f.labels, (0..20).map(|i| (i % 10) as u32).collect::<Vec<u32>>());
+    assert_eq!(
+        f.labels,
+        (0..20).map(|i| (i % 10) as u32).collect::<Vec<u32>>()
+    );
     assert!(out.join("features_test.npz").is_file());
     std::fs::remove_dir_all(&out).unwrap();
     std::fs::remove_dir_all(&mn).unwrap();
@@ -299,22 +396,47 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     tiny_mnist(&mn, 10, 10);
     std::fs::write(mn.join("t10k-images-idx3-ubyte"), b"garbage").unwrap();
     let out = tmp("bad-out");
-    let e = train(&TrainConfig::paper(DataSpec::Mnist { dir: mn.clone() }, mlp(8), LossKind::Ce, 1), &out, quiet()).unwrap_err();
+    let e = train(
+        &TrainConfig::paper(DataSpec::Mnist { dir: mn.clone() }, mlp(8), LossKind::Ce, 1),
+        &out,
+        quiet(),
+    )
+    .unwrap_err();
     assert!(matches!(e, TrainError::Data(_)), "{e}");
     assert!(e.to_string().contains("t10k-images"), "{e}");
     assert!(!out.exists(), "nothing written for bad data");
     // missing directory
-    let e = train(&TrainConfig::paper(DataSpec::Mnist { dir: mn.join("nope") }, mlp(8), LossKind::Ce, 1), &out, quiet()).unwrap_err();
+    let e = train(
+        &TrainConfig::paper(
+            DataSpec::Mnist {
+                dir: mn.join("nope"),
+            },
+            mlp(8),
+            LossKind::Ce,
+            1,
+        ),
+        &out,
+        quiet(),
+    )
+    .unwrap_err();
     assert!(matches!(e, TrainError::Data(_)), "{e}");
     // label beyond the classes
     let cf = tmp("bad-cifar");
     tiny_cifar10(&cf, 4, true);
-    let e = train(&conv_cfg(DataSpec::Cifar10 { dir: cf.clone() }, ModelKind::Mlp, 1.0), &out, quiet()).unwrap_err();
+    let e = train(
+        &conv_cfg(DataSpec::Cifar10 { dir: cf.clone() }, ModelKind::Mlp, 1.0),
+        &out,
+        quiet(),
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("label 12"), "{e}");
     // width <= 0
     let mut cfg = synthetic_cfg(LossKind::Ce, 1);
     cfg.model.width = 0.0;
-    assert!(matches!(train(&cfg, &out, quiet()).unwrap_err(), TrainError::Config(_)));
+    assert!(matches!(
+        train(&cfg, &out, quiet()).unwrap_err(),
+        TrainError::Config(_)
+    ));
     // unknown data set
     assert!(DataSpec::parse("imagenet:/x").is_err());
     // out is a non-empty directory / a file
@@ -339,13 +461,20 @@ fn exploding_loss_stops_with_a_clear_message() {
     cfg.sgd.weight_decay = 0.0;
     let e = train(&cfg, &out, quiet()).unwrap_err();
     match &e {
-        TrainError::NonFinite { epoch, last_good_epoch, .. } => assert_eq!(last_good_epoch + 1, *epoch),
+        TrainError::NonFinite {
+            epoch,
+            last_good_epoch,
+            ..
+        } => assert_eq!(last_good_epoch + 1, *epoch),
         other => panic!("expected NonFinite, got {other}"),
     }
     assert!(e.to_string().contains("last good checkpoint"));
     // the last good checkpoint is still loadable for --resume's bookkeeping
-    let state: serde_json::Value = serde_json::from_str(&read(&out.join("checkpoints/state.json"))).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&read(&out.join("checkpoints/state.json"))).unwrap();
     let ep = state["epoch"].as_u64().unwrap();
-    assert!(out.join(format!("checkpoints/last/model-e{ep}.bpk")).is_file());
+    assert!(out
+        .join(format!("checkpoints/last/model-e{ep}.bpk"))
+        .is_file());
     std::fs::remove_dir_all(&out).unwrap();
 }

@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "nclab", version, about = "Neural-collapse toolkit: train, measure, solve the UFM, compare losses")]
+#[command(
+    name = "nclab",
+    version,
+    about = "Neural-collapse toolkit: train, measure, solve the UFM, compare losses"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

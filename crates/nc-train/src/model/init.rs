@@ -27,14 +27,20 @@ impl ModuleMapper for SeededInit {
         self.path.pop();
     }
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let in_layer = self.path.iter().rev().find(|t| t.starts_with("Struct:")).cloned().unwrap_or_default();
+        let in_layer = self
+            .path
+            .iter()
+            .rev()
+            .find(|t| t.starts_with("Struct:"))
+            .cloned()
+            .unwrap_or_default();
         let shape = param.lazy_shape();
         let dims: Vec<usize> = shape.to_vec();
         let fan_in = match (in_layer.as_str(), D) {
-            ("Struct:Linear", 2) => dims[0],                  // weight [in, out]
+            ("Struct:Linear", 2) => dims[0], // weight [in, out]
             ("Struct:Conv2d", 4) => dims[1] * dims[2] * dims[3], // weight [out, in, kh, kw]
             ("Struct:Linear", 1) | ("Struct:Conv2d", 1) => self.last_fan_in, // bias
-            _ => return param, // BatchNorm and anything else: keep the constant init
+            _ => return param,               // BatchNorm and anything else: keep the constant init
         };
         if D > 1 {
             self.last_fan_in = fan_in;
@@ -43,17 +49,28 @@ impl ModuleMapper for SeededInit {
         let mut rng = rng_for(self.seed, self.counter, 7);
         self.counter += 1;
         let n: usize = dims.iter().product();
-        let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound) as f32).collect();
+        let values: Vec<f32> = (0..n)
+            .map(|_| rng.random_range(-bound..bound) as f32)
+            .collect();
         param.map(|t| {
             let device = t.device();
             let grad = t.is_require_grad();
             let fresh = Tensor::<D>::from_data(TensorData::new(values, shape.clone()), &device);
-            if grad { fresh.require_grad() } else { fresh }
+            if grad {
+                fresh.require_grad()
+            } else {
+                fresh
+            }
         })
     }
 }
 
 /// Re-initialises every Linear and Conv2d parameter of `module` from `seed`.
 pub fn seeded_init<M: Module>(module: M, seed: u64) -> M {
-    module.map(&mut SeededInit { seed, counter: 0, path: vec![], last_fan_in: 1 })
+    module.map(&mut SeededInit {
+        seed,
+        counter: 0,
+        path: vec![],
+        last_fan_in: 1,
+    })
 }

@@ -13,7 +13,13 @@ pub struct Mlp {
 
 impl Mlp {
     /// `input` features, `depth` hidden layers of `hidden` units, BatchNorm after each if asked.
-    pub fn new(input: usize, depth: usize, hidden: usize, batch_norm: bool, device: &Device) -> Self {
+    pub fn new(
+        input: usize,
+        depth: usize,
+        hidden: usize,
+        batch_norm: bool,
+        device: &Device,
+    ) -> Self {
         let mut layers = Vec::with_capacity(depth);
         let mut norms = Vec::new();
         let mut fan_in = input;

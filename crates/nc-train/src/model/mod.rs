@@ -51,7 +51,10 @@ impl ModelSpec {
     /// Checks the settings against the input shape.
     pub fn validate(&self, channels: usize, height: usize, width_px: usize) -> Result<()> {
         if !(self.width > 0.0) || !self.width.is_finite() {
-            return Err(TrainError::Config(format!("--width must be > 0, got {}", self.width)));
+            return Err(TrainError::Config(format!(
+                "--width must be > 0, got {}",
+                self.width
+            )));
         }
         match self.kind {
             ModelKind::Mlp => {
@@ -59,7 +62,9 @@ impl ModelSpec {
                     return Err(TrainError::Config("--depth must be >= 1".into()));
                 }
                 if self.hidden_units() == 0 {
-                    return Err(TrainError::Config("--hidden x --width gives 0 units".into()));
+                    return Err(TrainError::Config(
+                        "--hidden x --width gives 0 units".into(),
+                    ));
                 }
             }
             ModelKind::Resnet18 | ModelKind::Wrn50 => {
@@ -111,7 +116,13 @@ impl Net {
     pub fn new(spec: &ModelSpec, shape: [usize; 3], classes: usize, device: &Device) -> Self {
         let [c, h, w] = shape;
         let backbone = match spec.kind {
-            ModelKind::Mlp => Backbone::Mlp(Mlp::new(c * h * w, spec.depth, spec.hidden_units(), spec.batch_norm, device)),
+            ModelKind::Mlp => Backbone::Mlp(Mlp::new(
+                c * h * w,
+                spec.depth,
+                spec.hidden_units(),
+                spec.batch_norm,
+                device,
+            )),
             ModelKind::Resnet18 => Backbone::Resnet18(ResNet18::new(c, spec.width, device)),
             ModelKind::Wrn50 => Backbone::Wrn50(Wrn50::new(c, spec.width, device)),
         };
@@ -120,7 +131,13 @@ impl Net {
     }
 
     /// Builds the network with every weight drawn from `seed` (see [`init`]).
-    pub fn seeded(spec: &ModelSpec, shape: [usize; 3], classes: usize, device: &Device, seed: u64) -> Self {
+    pub fn seeded(
+        spec: &ModelSpec,
+        shape: [usize; 3],
+        classes: usize,
+        device: &Device,
+        seed: u64,
+    ) -> Self {
         init::seeded_init(Self::new(spec, shape, classes, device), seed)
     }
 
@@ -158,7 +175,10 @@ impl Net {
     /// Classifier bias b (K); zeros if the head has none.
     pub fn classifier_bias(&self) -> Vec<f64> {
         match &self.head.bias {
-            Some(b) => crate::host_f32(b.val()).into_iter().map(f64::from).collect(),
+            Some(b) => crate::host_f32(b.val())
+                .into_iter()
+                .map(f64::from)
+                .collect(),
             None => vec![0.0; self.head.weight.val().dims()[1]],
         }
     }

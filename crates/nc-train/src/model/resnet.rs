@@ -25,7 +25,10 @@ pub struct Shortcut {
 
 impl Shortcut {
     pub fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
-        Shortcut { conv: conv(cin, cout, 1, stride, device), bn: BatchNormConfig::new(cout).init(device) }
+        Shortcut {
+            conv: conv(cin, cout, 1, stride, device),
+            bn: BatchNormConfig::new(cout).init(device),
+        }
     }
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.bn.forward(self.conv.forward(x))
@@ -44,7 +47,8 @@ pub struct BasicBlock {
 
 impl BasicBlock {
     pub fn new(cin: usize, cout: usize, stride: usize, device: &Device) -> Self {
-        let shortcut = (stride != 1 || cin != cout).then(|| Shortcut::new(cin, cout, stride, device));
+        let shortcut =
+            (stride != 1 || cin != cout).then(|| Shortcut::new(cin, cout, stride, device));
         BasicBlock {
             conv1: conv(cin, cout, 3, stride, device),
             bn1: BatchNormConfig::new(cout).init(device),

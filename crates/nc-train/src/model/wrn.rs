@@ -26,7 +26,8 @@ pub struct Bottleneck {
 
 impl Bottleneck {
     pub fn new(cin: usize, inner: usize, cout: usize, stride: usize, device: &Device) -> Self {
-        let shortcut = (stride != 1 || cin != cout).then(|| Shortcut::new(cin, cout, stride, device));
+        let shortcut =
+            (stride != 1 || cin != cout).then(|| Shortcut::new(cin, cout, stride, device));
         Bottleneck {
             conv1: conv(cin, inner, 1, 1, device),
             bn1: BatchNormConfig::new(inner).init(device),
@@ -64,7 +65,10 @@ impl Wrn50 {
     pub fn new(in_channels: usize, width: f64, device: &Device) -> Self {
         let mut blocks = Vec::new();
         let mut cin = 64;
-        for (i, (planes, n)) in [(64usize, 3usize), (128, 4), (256, 6), (512, 3)].into_iter().enumerate() {
+        for (i, (planes, n)) in [(64usize, 3usize), (128, 4), (256, 6), (512, 3)]
+            .into_iter()
+            .enumerate()
+        {
             // int(planes * width) as in the official code, at least one channel.
             let inner = ((planes as f64 * width) as usize).max(1);
             let cout = 4 * planes;

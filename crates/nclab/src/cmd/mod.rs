@@ -2,8 +2,8 @@
 pub mod analyze;
 pub mod compare;
 pub mod landscape;
-pub mod train;
 pub mod report;
 pub mod reproduce;
 pub mod sweep;
+pub mod train;
 pub mod ufm;

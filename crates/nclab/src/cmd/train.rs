@@ -11,8 +11,10 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
-#[command(after_help = "Defaults follow the paper (Zhou et al. 2022): SGD lr 0.1, momentum 0.9, weight decay 5e-4, \
-x0.1 at int(3/7 E) and int(5/7 E), global gradient-norm clipping 2, batch 128. See docs/train.md. Exit status 2 on bad input.")]
+#[command(
+    after_help = "Defaults follow the paper (Zhou et al. 2022): SGD lr 0.1, momentum 0.9, weight decay 5e-4, \
+x0.1 at int(3/7 E) and int(5/7 E), global gradient-norm clipping 2, batch 128. See docs/train.md. Exit status 2 on bad input."
+)]
 pub struct Args {
     /// mnist (embedded MNIST-10k), mnist:DIR, cifar10:DIR, cifar100:DIR or synthetic:K=10,d=32,n=500
     #[arg(long, default_value = "mnist")]
@@ -108,12 +110,24 @@ fn config_from(args: &Args) -> Result<TrainConfig> {
     if !(args.width > 0.0) {
         bail!("--width must be > 0, got {}", args.width);
     }
-    let spec = ModelSpec { kind, depth: args.depth, hidden: args.hidden, batch_norm: args.batch_norm, width: args.width };
+    let spec = ModelSpec {
+        kind,
+        depth: args.depth,
+        hidden: args.hidden,
+        batch_norm: args.batch_norm,
+        width: args.width,
+    };
     let mut cfg = TrainConfig::paper(data, spec, loss, args.epochs);
     if args.no_augment {
         cfg.augment = None;
-    } else if cfg.augment.is_none() && !args.data.starts_with("mnist") && !args.data.starts_with("synthetic") {
-        cfg.augment = Some(Augment { crop_padding: 4, flip: true });
+    } else if cfg.augment.is_none()
+        && !args.data.starts_with("mnist")
+        && !args.data.starts_with("synthetic")
+    {
+        cfg.augment = Some(Augment {
+            crop_padding: 4,
+            flip: true,
+        });
     }
     cfg.normalize = !args.no_normalize;
     cfg.per_class = args.per_class;
