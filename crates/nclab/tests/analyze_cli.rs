@@ -1,30 +1,13 @@
 //! `nclab analyze` end to end: output keys, and every kind of bad input giving one clear
 //! message that names the file, exit status 2, and no panic.
 
+mod common;
+use common::{nclab, scratch_dir};
+
 use nc_data::npz::write_npz;
 use nc_data::safetensors::write_safetensors;
 use nc_data::{ArraySlice, ArrayView};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nclab-analyze-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn nclab(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nclab"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::Path;
 
 /// Four samples in 2-D, two classes, a 2 x 2 classifier.
 struct Arrays {

@@ -1,30 +1,13 @@
 //! `nclab compare` on constructed run directories: a rotated, rescaled copy of a run is the
 //! same network (distance 0, CKA 1, identical predictions); an unrelated one is not.
 
+mod common;
+use common::{nclab, scratch_dir};
+
 use nc_data::npz::write_npz;
 use nc_data::safetensors::write_safetensors;
 use nc_data::{ArraySlice, ArrayView};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nclab-compare-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn nclab(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nclab"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::Path;
 
 /// Deterministic values in [-1, 1).
 fn values(seed: u64, len: usize) -> Vec<f64> {
@@ -142,6 +125,14 @@ fn write_run(dir: &Path, net: &Net) {
                 ArrayView {
                     shape: &[K, D],
                     data: ArraySlice::F64(&means),
+                },
+            ),
+            // The untrained network's class means: here an unrelated random configuration.
+            (
+                "initial_train_class_means",
+                ArrayView {
+                    shape: &[K, D],
+                    data: ArraySlice::F64(&initial),
                 },
             ),
         ],

@@ -1,26 +1,9 @@
 //! `nclab report` on fixture run directories written by hand in the documented format.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{nclab, scratch_dir};
 
-fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nclab-report-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn nclab(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nclab"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::Path;
 
 /// A fixture run: its settings, NC1 falling geometrically from `nc1_start` by
 /// `nc1_factor` per epoch, and, if `test_acc` is given, a summary (else it is unfinished).

@@ -1,27 +1,8 @@
 //! `nclab ufm` and `nclab landscape` end to end: the JSON keys, the trace, the figures, and
 //! bad arguments giving one clear message with exit status 2.
 
-use std::path::PathBuf;
-use std::process::Command;
-
-fn nclab(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_nclab"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nclab-ufm-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::{nclab, scratch_dir};
 
 const PROBLEM: [&str; 12] = [
     "--classes",
@@ -132,7 +113,7 @@ fn origin_optimal_case_reports_null_metrics_and_mse_with_bias_decay_has_no_optim
 
 #[test]
 fn trace_has_one_row_per_iteration_plus_the_start() {
-    let dir = scratch("trace");
+    let dir = scratch_dir("trace");
     let trace = dir.join("trace.csv");
     let (code, stdout, stderr) = nclab(&with_problem(
         &[
@@ -223,7 +204,7 @@ fn bad_arguments_exit_2_with_a_clear_message() {
 
 #[test]
 fn landscape_reports_restarts_curvature_and_writes_the_histogram() {
-    let dir = scratch("landscape");
+    let dir = scratch_dir("landscape");
     let stem = dir.join("restarts");
     let (code, stdout, stderr) = nclab(&with_problem(
         &["landscape", "--loss", "ce", "--restarts", "3"],
