@@ -235,22 +235,25 @@ fn full_eval(
     keep: bool,
 ) -> Result<(SplitEval, Option<SplitEval>, SplitEval)> {
     let m = model.valid();
+    let (tr, te) = train_test_eval(cfg, p, &m, keep)?;
+    Ok((tr, val_eval(cfg, p, &m)?, te))
+}
+
+/// NC evaluation of the training and test splits; the test split's NCC rule uses the
+/// training class means. `keep` keeps the features (for `--save-features`).
+fn train_test_eval(
+    cfg: &TrainConfig,
+    p: &Prepared,
+    m: &Net,
+    keep: bool,
+) -> Result<(SplitEval, SplitEval)> {
     let tr = evaluate(
-        &m,
+        m,
         &p.device,
         &split_req(cfg, &p.train, &p.train_idx, p, true, None, keep),
     )?;
-    let va = if p.val_idx.is_empty() {
-        None
-    } else {
-        Some(evaluate(
-            &m,
-            &p.device,
-            &split_req(cfg, &p.train, &p.val_idx, p, false, None, false),
-        )?)
-    };
     let te = evaluate(
-        &m,
+        m,
         &p.device,
         &split_req(
             cfg,
@@ -262,7 +265,20 @@ fn full_eval(
             keep,
         ),
     )?;
-    Ok((tr, va, te))
+    Ok((tr, te))
+}
+
+/// Loss and accuracy on the validation split (no NC metrics); None without one.
+fn val_eval(cfg: &TrainConfig, p: &Prepared, m: &Net) -> Result<Option<SplitEval>> {
+    if p.val_idx.is_empty() {
+        return Ok(None);
+    }
+    evaluate(
+        m,
+        &p.device,
+        &split_req(cfg, &p.train, &p.val_idx, p, false, None, false),
+    )
+    .map(Some)
 }
 
 fn metric_value(m: &NcMetrics, key: &str) -> Option<f64> {
@@ -479,15 +495,7 @@ fn run(
         bar.finish_and_clear();
 
         // Validation every epoch (best checkpoint); full NC evaluation on eval epochs.
-        let val = if p.val_idx.is_empty() {
-            None
-        } else {
-            Some(evaluate(
-                &model.valid(),
-                &p.device,
-                &split_req(cfg, &p.train, &p.val_idx, p, false, None, false),
-            )?)
-        };
+        let val = val_eval(cfg, p, &model.valid())?;
         if let Some(v) = &val {
             if state.best_val_acc.is_none_or(|b| v.accuracy > b) {
                 state.best_val_acc = Some(v.accuracy);
@@ -503,25 +511,7 @@ fn run(
             }
         }
         if cfg.is_eval_epoch(epoch) {
-            let m = model.valid();
-            let tr = evaluate(
-                &m,
-                &p.device,
-                &split_req(cfg, &p.train, &p.train_idx, p, true, None, false),
-            )?;
-            let te = evaluate(
-                &m,
-                &p.device,
-                &split_req(
-                    cfg,
-                    &p.test,
-                    &p.test_idx,
-                    p,
-                    !p.test_idx.is_empty(),
-                    tr.means.as_ref(),
-                    false,
-                ),
-            )?;
+            let (tr, te) = train_test_eval(cfg, p, &model.valid(), false)?;
             let ev = (tr, val, te);
             rows.push(make_row(epoch, lr, &ev.0, ev.1.as_ref(), &ev.2));
             if log {
