@@ -14,34 +14,15 @@
 //!                          initial_train_class_means (the untrained network's, K x d)
 //! DIR/features_{train,test}.npz   with --save-features
 //! ```
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Result, TrainError};
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok::<(), std::io::Error>(())
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(TrainError::io(path, e));
-    }
-    Ok(())
+    // nc-data's procedure (temp file, fsync, rename, fsync of the directory); its message
+    // already names the file.
+    nc_data::io::write_atomic_bytes(path, bytes).map_err(|e| TrainError::Data(e.to_string()))
 }
 
 /// Writes a value as pretty JSON, atomically.
