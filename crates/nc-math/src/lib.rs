@@ -7,5 +7,6 @@ pub mod error;
 pub mod loss;
 pub mod metrics;
 pub mod ufm;
+pub mod vector;
 
 pub use error::{Error, Result};

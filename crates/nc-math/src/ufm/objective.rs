@@ -17,7 +17,7 @@ use rayon::prelude::*;
 /// Target size (max(K, d) x columns) of one block of logits or features in the
 /// sample-parallel passes: large enough for efficient products, small enough to stay in
 /// cache and to give every thread several blocks.
-const BLOCK_ENTRIES: usize = 1 << 14;
+const BLOCK_ENTRIES: usize = 1 << 15;
 
 /// One UFM instance: the loss, the sizes and the regularisation strengths.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -226,27 +226,29 @@ impl Ufm {
     }
 
     /// `grad f = (G H^T + lW W, W^T G + lH H, G 1 + lb b)` with `G = dL/dZ / N`; returns `f(x)`.
+    /// The H part of the regulariser (almost all of the parameters) is added block by block
+    /// while the block is in cache, not in separate passes over H and its gradient.
     pub fn value_grad(&self, x: &[f64], grad: &mut [f64]) -> f64 {
         let (k, d, block) = (self.classes, self.dim, self.block_columns());
         let inv_n = 1.0 / self.samples() as f64;
         let at = self.blocks(x);
         let (grad_w, rest) = grad.split_at_mut(k * d);
         let (grad_h, grad_b) = rest.split_at_mut(d * self.samples());
-        let (loss, sum_w, sum_b) = self
+        let sums = self
             .features(x)
             .par_chunks(d * block)
             .zip(grad_h.par_chunks_mut(d * block))
             .enumerate()
             .fold(
-                || (0.0, vec![0.0; k * d], vec![0.0; k]),
-                |(mut loss, mut sum_w, mut sum_b), (index, (h_block, grad_h_block))| {
-                    let cols = h_block.len() / d;
-                    let h_block = MatRef::from_column_major_slice(h_block, d, cols);
+                || BlockSums::zeros(k, d),
+                |mut sums, (index, (h_slice, grad_h_block))| {
+                    let cols = h_slice.len() / d;
+                    let h_block = MatRef::from_column_major_slice(h_slice, d, cols);
                     // G_B = dL/dZ_B / N, in place of the logits.
                     let mut g = self.block_logits(&at, h_block);
                     let mut column_grad = vec![0.0; k];
                     for (i, column) in g.chunks_exact_mut(k).enumerate() {
-                        loss += self.loss.value_grad(
+                        sums.loss += self.loss.value_grad(
                             column,
                             self.label(index * block + i),
                             &mut column_grad,
@@ -257,26 +259,34 @@ impl Ufm {
                             .for_each(|(c, gj)| *c = gj * inv_n);
                     }
                     let g = MatRef::from_column_major_slice(&g, k, cols);
-                    let sum_w_mat = MatMut::from_column_major_slice_mut(&mut sum_w, k, d);
-                    matmul(sum_w_mat, Accum::Add, g, h_block.transpose(), 1.0, Par::Seq);
+                    let sum_w = MatMut::from_column_major_slice_mut(&mut sums.w, k, d);
+                    matmul(sum_w, Accum::Add, g, h_block.transpose(), 1.0, Par::Seq);
+                    add_row_sums(g, &mut sums.b);
+                    // grad_H_B = W^T G_B + lH H_B
+                    grad_h_block
+                        .iter_mut()
+                        .zip(h_slice)
+                        .for_each(|(o, h)| *o = self.lambda_h * h);
+                    sums.h_squares += h_slice.iter().map(|h| h * h).sum::<f64>();
                     let grad_h_block = MatMut::from_column_major_slice_mut(grad_h_block, d, cols);
-                    matmul(
-                        grad_h_block,
-                        Accum::Replace,
-                        at.w.transpose(),
-                        g,
-                        1.0,
-                        Par::Seq,
-                    );
-                    add_row_sums(g, &mut sum_b);
-                    (loss, sum_w, sum_b)
+                    matmul(grad_h_block, Accum::Add, at.w.transpose(), g, 1.0, Par::Seq);
+                    sums
                 },
             )
-            .reduce(|| (0.0, vec![0.0; k * d], vec![0.0; k]), add_partial_sums);
-        grad_w.copy_from_slice(&sum_w);
-        grad_b.copy_from_slice(&sum_b);
-        self.add_regulariser_gradient(x, grad);
-        loss * inv_n + self.regulariser(x)
+            .reduce(|| BlockSums::zeros(k, d), BlockSums::merge);
+        let (w, b) = (&x[..k * d], &x[k * d + d * self.samples()..]);
+        for (out, (sum, value)) in grad_w.iter_mut().zip(sums.w.iter().zip(w)) {
+            *out = sum + self.lambda_w * value;
+        }
+        for (out, (sum, value)) in grad_b.iter_mut().zip(sums.b.iter().zip(b)) {
+            *out = sum + self.lambda_b * value;
+        }
+        let squares = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>();
+        sums.loss * inv_n
+            + 0.5
+                * (self.lambda_w * squares(w)
+                    + self.lambda_h * sums.h_squares
+                    + self.lambda_b * squares(b))
     }
 
     /// Exact Hessian-vector product `out = (d^2 f / dx^2) v`. With `dZ = dW H + W dH + db 1^T`
@@ -289,15 +299,15 @@ impl Ufm {
         let dir = self.blocks(v);
         let (out_w, rest) = out.split_at_mut(k * d);
         let (out_h, out_b) = rest.split_at_mut(d * self.samples());
-        let (_, sum_w, sum_b) = self
+        let sums = self
             .features(x)
             .par_chunks(d * block)
             .zip(self.features(v).par_chunks(d * block))
             .zip(out_h.par_chunks_mut(d * block))
             .enumerate()
             .fold(
-                || (0.0, vec![0.0; k * d], vec![0.0; k]),
-                |(_, mut sum_w, mut sum_b), (index, ((h_block, dh_block), out_h_block))| {
+                || BlockSums::zeros(k, d),
+                |mut sums, (index, ((h_block, dh_block), out_h_block))| {
                     let cols = h_block.len() / d;
                     let h_block = MatRef::from_column_major_slice(h_block, d, cols);
                     let dh_block = MatRef::from_column_major_slice(dh_block, d, cols);
@@ -338,7 +348,7 @@ impl Ufm {
                     }
                     let g = MatRef::from_column_major_slice(&g, k, cols);
                     let dg = MatRef::from_column_major_slice(&dz, k, cols);
-                    let mut sum_w_mat = MatMut::from_column_major_slice_mut(&mut sum_w, k, d);
+                    let mut sum_w_mat = MatMut::from_column_major_slice_mut(&mut sums.w, k, d);
                     matmul(
                         sum_w_mat.as_mut(),
                         Accum::Add,
@@ -372,13 +382,13 @@ impl Ufm {
                         1.0,
                         Par::Seq,
                     );
-                    add_row_sums(dg, &mut sum_b);
-                    (0.0, sum_w, sum_b)
+                    add_row_sums(dg, &mut sums.b);
+                    sums
                 },
             )
-            .reduce(|| (0.0, vec![0.0; k * d], vec![0.0; k]), add_partial_sums);
-        out_w.copy_from_slice(&sum_w);
-        out_b.copy_from_slice(&sum_b);
+            .reduce(|| BlockSums::zeros(k, d), BlockSums::merge);
+        out_w.copy_from_slice(&sums.w);
+        out_b.copy_from_slice(&sums.b);
         self.add_regulariser_gradient(v, out);
     }
 }
@@ -402,15 +412,32 @@ fn add_row_sums(m: MatRef<'_, f64>, out: &mut [f64]) {
     }
 }
 
-/// Adds two blocks' partial sums (loss, W part, b part).
-fn add_partial_sums(
-    mut a: (f64, Vec<f64>, Vec<f64>),
-    b: (f64, Vec<f64>, Vec<f64>),
-) -> (f64, Vec<f64>, Vec<f64>) {
-    a.0 += b.0;
-    a.1.iter_mut().zip(&b.1).for_each(|(x, y)| *x += y);
-    a.2.iter_mut().zip(&b.2).for_each(|(x, y)| *x += y);
-    a
+/// One thread's sums over its blocks of samples: the loss, `||H_B||^2`, and the W- and
+/// b-shaped gradient sums.
+struct BlockSums {
+    loss: f64,
+    h_squares: f64,
+    w: Vec<f64>,
+    b: Vec<f64>,
+}
+
+impl BlockSums {
+    fn zeros(classes: usize, dim: usize) -> Self {
+        BlockSums {
+            loss: 0.0,
+            h_squares: 0.0,
+            w: vec![0.0; classes * dim],
+            b: vec![0.0; classes],
+        }
+    }
+
+    fn merge(mut self, other: Self) -> Self {
+        self.loss += other.loss;
+        self.h_squares += other.h_squares;
+        self.w.iter_mut().zip(&other.w).for_each(|(x, y)| *x += y);
+        self.b.iter_mut().zip(&other.b).for_each(|(x, y)| *x += y);
+        self
+    }
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ fn hessian_vector_product_matches_differences_of_the_gradient() {
 
 #[test]
 fn many_sample_blocks_agree_with_a_sample_by_sample_sum() {
-    // N = 2048 samples with d = 64 make eight sample blocks; the same sum, sample by sample.
+    // N = 2048 samples with d = 64 make four sample blocks; the same sum, sample by sample.
     let ufm = Ufm::new(
         crate::loss::Loss::CrossEntropy,
         8,
@@ -106,7 +106,7 @@ fn rejects_bad_instances() {
 
 #[test]
 fn gradient_and_hvp_do_not_depend_on_the_sample_blocks() {
-    // With d = 64 a block holds 256 samples: N = 1200 gives four full blocks and one of 176.
+    // With d = 64 a block holds 512 samples: N = 1200 gives two full blocks and one of 176.
     let ufm = Ufm::new(
         crate::loss::Loss::Focal { gamma: 2.0 },
         3,
@@ -117,7 +117,7 @@ fn gradient_and_hvp_do_not_depend_on_the_sample_blocks() {
         3e-3,
     )
     .unwrap();
-    assert_eq!(ufm.block_columns(), 256);
+    assert_eq!(ufm.block_columns(), 512);
     let x = random_point(&ufm, 5, 0.3);
     let v = random_point(&ufm, 6, 1.0);
     let (mut grad, mut hv) = (vec![0.0; x.len()], vec![0.0; x.len()]);

@@ -169,3 +169,89 @@ fn a_target_value_stops_the_solve_early() {
     assert!(early.iterations < full.iterations);
     assert!(relative_gap(early.objective, optimum) <= 1e-3);
 }
+
+/// The textbook two-loop recursion on explicit vectors (Nocedal & Wright, Algorithm 7.4).
+fn explicit_two_loop(pairs: &[(Vec<f64>, Vec<f64>)], grad: &[f64]) -> Vec<f64> {
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    let mut q: Vec<f64> = grad.iter().map(|g| -g).collect();
+    let mut alphas = vec![0.0; pairs.len()];
+    for (i, (s, y)) in pairs.iter().enumerate().rev() {
+        alphas[i] = dot(s, &q) / dot(y, s);
+        q.iter_mut()
+            .zip(y)
+            .for_each(|(qj, yj)| *qj -= alphas[i] * yj);
+    }
+    let gamma = match pairs.last() {
+        Some((s, y)) => dot(s, y) / dot(y, y),
+        None => 1.0 / dot(grad, grad).sqrt(),
+    };
+    q.iter_mut().for_each(|qj| *qj *= gamma);
+    for (i, (s, y)) in pairs.iter().enumerate() {
+        let beta = dot(y, &q) / dot(y, s);
+        q.iter_mut()
+            .zip(s)
+            .for_each(|(qj, sj)| *qj += (alphas[i] - beta) * sj);
+    }
+    q
+}
+
+#[test]
+fn vector_free_direction_equals_the_explicit_two_loop_recursion() {
+    use rand::Rng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // Long enough for the threaded passes; a diagonal quadratic gives pairs with s.y > 0.
+    let n = 3 * crate::vector::PARALLEL_LENGTH + 11;
+    let curvature: Vec<f64> = (0..n).map(|_| rng.random_range(0.5..4.0)).collect();
+    let state_at = |x: Vec<f64>| {
+        let grad: Vec<f64> = x.iter().zip(&curvature).map(|(x, c)| c * x).collect();
+        let grad_norm = grad.iter().map(|g| g * g).sum::<f64>().sqrt();
+        State {
+            x,
+            value: 0.0,
+            grad,
+            grad_norm,
+        }
+    };
+    let memory = 3;
+    let mut lbfgs = Lbfgs::new(memory);
+    let mut explicit: Vec<(Vec<f64>, Vec<f64>)> = Vec::new();
+    let mut state = state_at((0..n).map(|_| rng.random_range(-1.0..1.0)).collect());
+    // Six updates: the memory fills, then the oldest pairs are dropped.
+    for update in 0..6 {
+        let (direction, slope) = lbfgs.direction(&state);
+        let expected = explicit_two_loop(&explicit, &state.grad);
+        let scale = expected.iter().map(|v| v.abs()).fold(0.0, f64::max);
+        let worst = direction
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        assert!(
+            worst <= 1e-10 * scale,
+            "update {update}: {worst} vs scale {scale}"
+        );
+        let expected_slope: f64 = expected.iter().zip(&state.grad).map(|(d, g)| d * g).sum();
+        assert!((slope - expected_slope).abs() <= 1e-10 * expected_slope.abs());
+        let next = state_at(
+            state
+                .x
+                .iter()
+                .map(|x| x + rng.random_range(-0.3..0.3) * x.abs().max(0.1))
+                .collect(),
+        );
+        let s: Vec<f64> = next.x.iter().zip(&state.x).map(|(a, b)| a - b).collect();
+        let y: Vec<f64> = next
+            .grad
+            .iter()
+            .zip(&state.grad)
+            .map(|(a, b)| a - b)
+            .collect();
+        lbfgs.update(&state, &next);
+        if explicit.len() == memory {
+            explicit.remove(0);
+        }
+        explicit.push((s, y));
+        assert_eq!(lbfgs.pairs.len(), explicit.len());
+        state = next;
+    }
+}
