@@ -315,28 +315,23 @@ pub fn read_metrics(dir: &RunDir) -> Result<Vec<MetricsRow>> {
         .collect()
 }
 
-/// Writes a safetensors file of f32 tensors atomically.
+/// Writes a safetensors file of f32 tensors (name, shape, row-major data) atomically, through
+/// nc-data's writer (the one `nclab analyze` reads back).
 pub fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Result<()> {
-    use safetensors::tensor::{Dtype, TensorView};
-    let bytes: Vec<Vec<u8>> = tensors
+    let arrays: Vec<(&str, nc_data::ArrayView<'_>)> = tensors
         .iter()
-        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
-        .collect();
-    let views: Vec<(String, TensorView<'_>)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            (
-                name.to_string(),
-                TensorView::new(Dtype::F32, shape.clone(), b).expect("consistent tensor"),
-            )
+        .map(|(name, shape, data)| {
+            let view = nc_data::ArrayView {
+                shape,
+                data: nc_data::ArraySlice::F32(data),
+            };
+            (*name, view)
         })
         .collect();
-    let data = safetensors::serialize(views, None).map_err(|e| TrainError::Checkpoint {
+    nc_data::safetensors::write_safetensors(path, &arrays).map_err(|e| TrainError::Checkpoint {
         path: path.into(),
         msg: e.to_string(),
-    })?;
-    write_atomic(path, &data)
+    })
 }
 
 #[cfg(test)]
