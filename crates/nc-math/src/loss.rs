@@ -22,9 +22,10 @@ pub const DEFAULT_GAMMA: f64 = 3.0;
 /// Official default target scale of `mse`.
 pub const DEFAULT_RESCALE: f64 = 15.0;
 
-/// One member of the loss family. Serialised as `{"loss": "ls", "alpha": 0.05}` etc.
+/// One member of the loss family. Serialised as `{"kind": "ls", "alpha": 0.05}` etc. (the
+/// `loss` field of a training run's `config.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "loss", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Loss {
     #[serde(rename = "ce")]
     CrossEntropy,
@@ -66,6 +67,18 @@ impl Loss {
             Loss::Focal { .. } => "fl",
             Loss::Mse { .. } => "mse",
         }
+    }
+
+    /// The loss called `name` (`ce`, `ls`, `fl`, `mse`), taking the one parameter it has
+    /// from `alpha`, `gamma` or `rescale`; `None` for an unknown name.
+    pub fn from_name(name: &str, alpha: f64, gamma: f64, rescale: f64) -> Option<Self> {
+        Some(match name {
+            "ce" => Loss::CrossEntropy,
+            "ls" => Loss::LabelSmoothing { alpha },
+            "fl" => Loss::Focal { gamma },
+            "mse" => Loss::Mse { rescale },
+            _ => return None,
+        })
     }
 
     /// True for the losses that depend on the logits only through `softmax(z)`

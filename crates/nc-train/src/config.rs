@@ -1,7 +1,7 @@
 //! Every setting of a run, saved as `config.json` beside it (enough to rerun it).
 use crate::data::Augment;
 use crate::error::{Result, TrainError};
-use crate::loss::LossKind;
+use crate::loss::Loss;
 use crate::model::ModelSpec;
 use crate::optim::SgdSettings;
 use crate::schedule::{default_milestones, MultiStep};
@@ -22,7 +22,7 @@ pub struct TrainConfig {
     /// Random crop + flip on the training split (None = off).
     pub augment: Option<Augment>,
     pub model: ModelSpec,
-    pub loss: LossKind,
+    pub loss: Loss,
     pub lr: f64,
     pub sgd: SgdSettings,
     /// Epochs after which the learning rate is multiplied by 0.1 (see [`crate::schedule`]).
@@ -44,7 +44,7 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// The paper's settings for `data`, `model`, `loss` and `epochs`.
-    pub fn paper(data: DataSpec, model: ModelSpec, loss: LossKind, epochs: usize) -> Self {
+    pub fn paper(data: DataSpec, model: ModelSpec, loss: Loss, epochs: usize) -> Self {
         let augment = data.augments_by_default().then_some(Augment {
             crop_padding: 4,
             flip: true,
@@ -127,17 +127,17 @@ impl TrainConfig {
         if self.per_class == Some(0) {
             return bad("--per-class must be >= 1".into());
         }
-        match self.loss {
-            LossKind::Ls { alpha } if !(0.0..=1.0).contains(&alpha) => {
-                return bad(format!("--alpha must be in [0, 1], got {alpha}"))
+        // The reference definitions' ranges (alpha in [0, 1), gamma >= 0, finite rescale), and
+        // a positive MSE target scale: the one-hot targets must point the right way.
+        match self.loss.validate() {
+            Err(nc_math::error::Error::InvalidArgument(message)) => return bad(message),
+            Err(other) => return bad(other.to_string()),
+            Ok(()) => {}
+        }
+        if let Loss::Mse { rescale } = self.loss {
+            if !(rescale > 0.0) {
+                return bad(format!("--rescale must be > 0, got {rescale}"));
             }
-            LossKind::Fl { gamma } if !(gamma >= 0.0) => {
-                return bad(format!("--gamma must be >= 0, got {gamma}"))
-            }
-            LossKind::Mse { rescale } if !(rescale > 0.0) => {
-                return bad(format!("--rescale must be > 0, got {rescale}"))
-            }
-            _ => {}
         }
         if self.milestones.windows(2).any(|w| w[0] > w[1]) {
             return bad("--milestones must be increasing".into());

@@ -36,13 +36,39 @@ pub fn device_for(choice: DeviceChoice) -> Result<Device> {
         #[cfg(not(feature = "tch"))]
         DeviceChoice::Cpu => Ok(Device::flex()),
         #[cfg(feature = "tch")]
-        DeviceChoice::Cuda(i) => Ok(Device::libtorch_cuda(i)),
+        DeviceChoice::Cuda(i) => probe(Device::libtorch_cuda(i), &format!("cuda:{i} (libtorch)")),
         #[cfg(all(feature = "cuda", not(feature = "tch")))]
-        DeviceChoice::Cuda(i) => Ok(Device::cuda(i)),
+        DeviceChoice::Cuda(i) => probe(Device::cuda(i), &format!("cuda:{i}")),
         #[cfg(not(any(feature = "tch", feature = "cuda")))]
         DeviceChoice::Cuda(_) => Err(TrainError::Config(
             "this nclab was built without GPU support: rebuild with --features tch or --features cuda (see docs/train.md)".into(),
         )),
+    }
+}
+
+/// Makes one small tensor on a GPU `device`: the backends panic when the GPU, its driver or a
+/// CUDA build of libtorch is missing, and that becomes an error naming the device.
+#[cfg(any(feature = "tch", feature = "cuda"))]
+fn probe(device: Device, what: &str) -> Result<Device> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Tensor::<1>::zeros([1], &device).into_data()
+    }));
+    std::panic::set_hook(hook);
+    match made {
+        Ok(_) => Ok(device),
+        Err(payload) => {
+            let reason = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "the backend failed to start".into());
+            let reason = reason.lines().next().unwrap_or_default().to_string();
+            Err(TrainError::Config(format!(
+                "device {what} is not usable: {reason}"
+            )))
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use nc_math::metrics::{ClassMeans, Classifier, MeanAccumulator, MetricsPlan, NcM
 
 use crate::data::{make_batch, Normalization};
 use crate::error::{Result, TrainError};
-use crate::loss::{batch_loss, one_hot, LossKind};
+use crate::loss::{batch_loss, one_hot, Loss};
 use crate::model::Net;
 use crate::source::Samples;
 
@@ -31,7 +31,7 @@ pub struct EvalRequest<'a> {
     pub samples: &'a Samples,
     pub indices: &'a [usize],
     pub norm: &'a Normalization,
-    pub loss: LossKind,
+    pub loss: Loss,
     pub batch_size: usize,
     /// Compute the NC metrics (needs the classifier).
     pub metrics: bool,

@@ -11,42 +11,9 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
-/// Which loss to train with, with its parameter.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum LossKind {
-    /// Cross-entropy.
-    Ce,
-    /// Label smoothing with weight `alpha` (paper default 0.05).
-    Ls { alpha: f64 },
-    /// Focal loss with exponent `gamma` (paper default 3).
-    Fl { gamma: f64 },
-    /// Mean squared error against `rescale * onehot` (paper default 15).
-    Mse { rescale: f64 },
-}
-
-impl LossKind {
-    /// Short name: `ce`, `ls`, `fl`, `mse`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            LossKind::Ce => "ce",
-            LossKind::Ls { .. } => "ls",
-            LossKind::Fl { .. } => "fl",
-            LossKind::Mse { .. } => "mse",
-        }
-    }
-
-    /// Builds the loss from its name and the three parameters (only the relevant one is used).
-    pub fn from_name(name: &str, alpha: f64, gamma: f64, rescale: f64) -> Option<Self> {
-        Some(match name {
-            "ce" => LossKind::Ce,
-            "ls" => LossKind::Ls { alpha },
-            "fl" => LossKind::Fl { gamma },
-            "mse" => LossKind::Mse { rescale },
-            _ => return None,
-        })
-    }
-}
+/// Which loss to train with, with its parameter: the f64 reference definitions' own type, so a
+/// training run and `nclab ufm` name and parameterise the losses identically.
+pub use nc_math::loss::Loss;
 
 /// One-hot matrix (batch x K, row-major) of the labels, built on the host.
 pub fn one_hot(labels: &[u32], k: usize) -> Vec<f32> {
@@ -58,25 +25,25 @@ pub fn one_hot(labels: &[u32], k: usize) -> Vec<f32> {
 }
 
 /// Batch-averaged loss (shape `[1]`) of `logits` (batch x K) against `onehot` (batch x K).
-pub fn batch_loss(kind: LossKind, logits: Tensor<2>, onehot: Tensor<2>) -> Tensor<1> {
+pub fn batch_loss(kind: Loss, logits: Tensor<2>, onehot: Tensor<2>) -> Tensor<1> {
     let [_, k] = logits.dims();
     match kind {
-        LossKind::Ce => {
+        Loss::CrossEntropy => {
             let logp = log_softmax(logits, 1);
             (logp * onehot).sum_dim(1).mean().neg()
         }
-        LossKind::Ls { alpha } => {
+        Loss::LabelSmoothing { alpha } => {
             let logp = log_softmax(logits, 1);
             let true_term = (logp.clone() * onehot).sum_dim(1).mul_scalar(1.0 - alpha);
             let uniform_term = logp.sum_dim(1).mul_scalar(alpha / k as f64);
             (true_term + uniform_term).mean().neg()
         }
-        LossKind::Fl { gamma } => {
+        Loss::Focal { gamma } => {
             let logp_true = (log_softmax(logits, 1) * onehot).sum_dim(1);
             let one_minus_p = logp_true.clone().exp().neg().add_scalar(1.0).clamp_min(0.0);
             (one_minus_p.powf_scalar(gamma) * logp_true).mean().neg()
         }
-        LossKind::Mse { rescale } => {
+        Loss::Mse { rescale } => {
             let diff = logits - onehot.mul_scalar(rescale);
             // mean over batch and classes = (1/B) sum_i (1/K) sum_j
             (diff.clone() * diff).mean()
@@ -91,7 +58,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     /// Independent f64 formulas (written from DESIGN.md, not from the code above).
-    fn reference(kind: LossKind, z: &[f64], y: &[u32], k: usize) -> f64 {
+    fn reference(kind: Loss, z: &[f64], y: &[u32], k: usize) -> f64 {
         let b = y.len();
         let mut total = 0.0;
         for i in 0..b {
@@ -101,12 +68,12 @@ mod tests {
             let lse = m + row.iter().map(|v| (v - m).exp()).sum::<f64>().ln();
             let logp = |j: usize| row[j] - lse;
             total += match kind {
-                LossKind::Ce => -logp(t),
-                LossKind::Ls { alpha } => {
+                Loss::CrossEntropy => -logp(t),
+                Loss::LabelSmoothing { alpha } => {
                     -(1.0 - alpha) * logp(t) - alpha / k as f64 * (0..k).map(logp).sum::<f64>()
                 }
-                LossKind::Fl { gamma } => -(1.0 - logp(t).exp()).powf(gamma) * logp(t),
-                LossKind::Mse { rescale } => {
+                Loss::Focal { gamma } => -(1.0 - logp(t).exp()).powf(gamma) * logp(t),
+                Loss::Mse { rescale } => {
                     (0..k)
                         .map(|j| (row[j] - if j == t { rescale } else { 0.0 }).powi(2))
                         .sum::<f64>()
@@ -117,7 +84,7 @@ mod tests {
         total / b as f64
     }
 
-    fn check(kind: LossKind) {
+    fn check(kind: Loss) {
         let (b, k) = (7, 5);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let z: Vec<f64> = (0..b * k).map(|_| rng.random_range(-4.0..4.0)).collect();
@@ -164,7 +131,6 @@ mod tests {
     /// The tensor losses equal nc_math's f64 reference (value and gradient) to 1e-5.
     #[test]
     fn tensor_losses_match_nc_math_loss() {
-        use nc_math::loss::Loss;
         let (b, k) = (9, 6);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let z: Vec<f64> = (0..b * k)
@@ -172,36 +138,33 @@ mod tests {
             .collect();
         let y: Vec<u32> = (0..b).map(|i| ((i * 5) % k) as u32).collect();
         let targets: Vec<usize> = y.iter().map(|&t| t as usize).collect();
-        let pairs = [
-            (LossKind::Ce, Loss::CrossEntropy),
-            (
-                LossKind::Ls { alpha: 0.05 },
-                Loss::LabelSmoothing { alpha: 0.05 },
-            ),
-            (LossKind::Fl { gamma: 3.0 }, Loss::Focal { gamma: 3.0 }),
-            (LossKind::Mse { rescale: 15.0 }, Loss::Mse { rescale: 15.0 }),
+        let losses = [
+            Loss::CrossEntropy,
+            Loss::LabelSmoothing { alpha: 0.05 },
+            Loss::Focal { gamma: 3.0 },
+            Loss::Mse { rescale: 15.0 },
         ];
         let dev = Device::flex().autodiff();
-        for (ours, reference) in pairs {
+        for loss_kind in losses {
             let zt = Tensor::<2>::from_data(
                 TensorData::new(z.iter().map(|&v| v as f32).collect::<Vec<_>>(), [b, k]),
                 &dev,
             )
             .require_grad();
             let oh = Tensor::<2>::from_data(TensorData::new(one_hot(&y, k), [b, k]), &dev);
-            let loss = batch_loss(ours, zt.clone(), oh);
+            let loss = batch_loss(loss_kind, zt.clone(), oh);
             let value: f32 = loss.clone().into_scalar();
             let g = crate::host_f32(zt.grad(&loss.backward()).unwrap());
             let mut rg = vec![0.0; b * k];
-            let rv = reference.mean_value_grad(&z, &targets, &mut rg).unwrap();
+            let rv = loss_kind.mean_value_grad(&z, &targets, &mut rg).unwrap();
             assert!(
                 (value as f64 - rv).abs() < 1e-5 * rv.abs().max(1.0),
-                "{ours:?}: {value} vs {rv}"
+                "{loss_kind:?}: {value} vs {rv}"
             );
             for i in 0..b * k {
                 assert!(
                     (g[i] as f64 - rg[i]).abs() < 1e-5,
-                    "{ours:?} grad[{i}]: {} vs {}",
+                    "{loss_kind:?} grad[{i}]: {} vs {}",
                     g[i],
                     rg[i]
                 );
@@ -211,22 +174,22 @@ mod tests {
 
     #[test]
     fn ce_matches_reference() {
-        check(LossKind::Ce);
+        check(Loss::CrossEntropy);
     }
     #[test]
     fn ls_matches_reference() {
-        check(LossKind::Ls { alpha: 0.05 });
-        check(LossKind::Ls { alpha: 0.3 });
+        check(Loss::LabelSmoothing { alpha: 0.05 });
+        check(Loss::LabelSmoothing { alpha: 0.3 });
     }
     #[test]
     fn fl_matches_reference() {
-        check(LossKind::Fl { gamma: 3.0 });
-        check(LossKind::Fl { gamma: 0.0 });
+        check(Loss::Focal { gamma: 3.0 });
+        check(Loss::Focal { gamma: 0.0 });
     }
     #[test]
     fn mse_matches_reference() {
-        check(LossKind::Mse { rescale: 15.0 });
-        check(LossKind::Mse { rescale: 1.0 });
+        check(Loss::Mse { rescale: 15.0 });
+        check(Loss::Mse { rescale: 1.0 });
     }
 
     #[test]
@@ -237,9 +200,9 @@ mod tests {
             &dev,
         );
         for kind in [
-            LossKind::Ce,
-            LossKind::Ls { alpha: 0.05 },
-            LossKind::Fl { gamma: 3.0 },
+            Loss::CrossEntropy,
+            Loss::LabelSmoothing { alpha: 0.05 },
+            Loss::Focal { gamma: 3.0 },
         ] {
             let oh = Tensor::<2>::from_data(TensorData::new(one_hot(&[1, 0], 3), [2, 3]), &dev);
             let v: f32 = batch_loss(kind, z.clone(), oh).into_scalar();

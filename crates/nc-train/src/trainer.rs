@@ -554,10 +554,17 @@ fn finish(
     model: &Net,
     state: &ResumeState,
     rows: &[MetricsRow],
-    _last_eval: Option<(SplitEval, Option<SplitEval>, SplitEval)>,
+    last_eval: Option<(SplitEval, Option<SplitEval>, SplitEval)>,
 ) -> Result<Summary> {
-    // The final evaluation again, keeping features when asked (cheap next to training).
-    let (tr, _va, te) = full_eval(cfg, p, model, cfg.save_features)?;
+    // The last epoch is always evaluated: reuse that evaluation of this same model, unless
+    // the features must be kept for --save-features (or a resumed run ended before it).
+    let (tr, te) = match last_eval {
+        Some((tr, _, te)) if !cfg.save_features => (tr, te),
+        _ => {
+            let (tr, _, te) = full_eval(cfg, p, model, cfg.save_features)?;
+            (tr, te)
+        }
+    };
     let mvalid = model.valid();
     let weight: Vec<f32> = mvalid
         .classifier_weight()
@@ -594,6 +601,8 @@ fn finish(
 
     // Test accuracy of the best-validation checkpoint.
     let (best_epoch, best_val_test_acc) = match state.best_epoch {
+        // The best checkpoint is the final model: its test accuracy is already known.
+        Some(be) if be == cfg.epochs => (be, te.accuracy),
         Some(be) if dir.best_model().is_file() => {
             let bp = dir.best_model();
             let best = Net::new(&cfg.model, p.train.shape, p.k, &p.device)

@@ -2,7 +2,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use nc_train::loss::LossKind;
+use nc_train::loss::Loss;
 use nc_train::model::{ModelKind, ModelSpec};
 use nc_train::source::DataSpec;
 use nc_train::{resume, train, RunOptions, TrainConfig, TrainError};
@@ -23,7 +23,7 @@ fn mlp(hidden: usize) -> ModelSpec {
     }
 }
 
-fn synthetic_cfg(loss: LossKind, epochs: usize) -> TrainConfig {
+fn synthetic_cfg(loss: Loss, epochs: usize) -> TrainConfig {
     let data = DataSpec::parse("synthetic:K=3,d=8,n=20,noise=0.5,seed=4").unwrap();
     let mut cfg = TrainConfig::paper(data, mlp(16), loss, epochs);
     cfg.batch_size = 16;
@@ -43,10 +43,10 @@ fn read(p: &Path) -> String {
 #[test]
 fn mlp_trains_with_every_loss_and_writes_the_run_directory() {
     for loss in [
-        LossKind::Ce,
-        LossKind::Ls { alpha: 0.05 },
-        LossKind::Fl { gamma: 3.0 },
-        LossKind::Mse { rescale: 15.0 },
+        Loss::CrossEntropy,
+        Loss::LabelSmoothing { alpha: 0.05 },
+        Loss::Focal { gamma: 3.0 },
+        Loss::Mse { rescale: 15.0 },
     ] {
         let out = tmp(&format!("all-{}", loss.name()));
         let cfg = synthetic_cfg(loss, 2);
@@ -106,7 +106,7 @@ fn mlp_trains_with_every_loss_and_writes_the_run_directory() {
 fn same_seed_gives_identical_metrics() {
     let a = tmp("seed-a");
     let b = tmp("seed-b");
-    let mut cfg = synthetic_cfg(LossKind::Ce, 2);
+    let mut cfg = synthetic_cfg(Loss::CrossEntropy, 2);
     cfg.model.batch_norm = true;
     train(&cfg, &a, quiet()).unwrap();
     train(&cfg, &b, quiet()).unwrap();
@@ -153,7 +153,7 @@ fn child_run_for_kill() {
 }
 
 fn kill_cfg() -> TrainConfig {
-    let mut cfg = synthetic_cfg(LossKind::Fl { gamma: 3.0 }, 3);
+    let mut cfg = synthetic_cfg(Loss::Focal { gamma: 3.0 }, 3);
     cfg.model.batch_norm = true;
     cfg.batch_size = 8; // several steps per epoch
     cfg
@@ -296,7 +296,7 @@ fn conv_cfg(data: DataSpec, kind: ModelKind, width: f64) -> TrainConfig {
         batch_norm: false,
         width,
     };
-    let mut cfg = TrainConfig::paper(data, spec, LossKind::Ce, 1);
+    let mut cfg = TrainConfig::paper(data, spec, Loss::CrossEntropy, 1);
     cfg.batch_size = 10;
     cfg.val_fraction = 0.0;
     cfg.eval_batch_size = 20;
@@ -363,7 +363,7 @@ fn save_features_writes_npz_with_indices() {
     let mut cfg = TrainConfig::paper(
         DataSpec::Mnist { dir: mn.clone() },
         mlp(8),
-        LossKind::Mse { rescale: 15.0 },
+        Loss::Mse { rescale: 15.0 },
         1,
     );
     cfg.per_class = Some(2);
@@ -397,7 +397,12 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     std::fs::write(mn.join("t10k-images-idx3-ubyte"), b"garbage").unwrap();
     let out = tmp("bad-out");
     let e = train(
-        &TrainConfig::paper(DataSpec::Mnist { dir: mn.clone() }, mlp(8), LossKind::Ce, 1),
+        &TrainConfig::paper(
+            DataSpec::Mnist { dir: mn.clone() },
+            mlp(8),
+            Loss::CrossEntropy,
+            1,
+        ),
         &out,
         quiet(),
     )
@@ -412,7 +417,7 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
                 dir: mn.join("nope"),
             },
             mlp(8),
-            LossKind::Ce,
+            Loss::CrossEntropy,
             1,
         ),
         &out,
@@ -431,7 +436,7 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     .unwrap_err();
     assert!(e.to_string().contains("label 12"), "{e}");
     // width <= 0
-    let mut cfg = synthetic_cfg(LossKind::Ce, 1);
+    let mut cfg = synthetic_cfg(Loss::CrossEntropy, 1);
     cfg.model.width = 0.0;
     assert!(matches!(
         train(&cfg, &out, quiet()).unwrap_err(),
@@ -442,10 +447,15 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     // out is a non-empty directory / a file
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("keep"), b"x").unwrap();
-    let e = train(&synthetic_cfg(LossKind::Ce, 1), &out, quiet()).unwrap_err();
+    let e = train(&synthetic_cfg(Loss::CrossEntropy, 1), &out, quiet()).unwrap_err();
     assert!(matches!(e, TrainError::RunDir { .. }), "{e}");
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
-    let e = train(&synthetic_cfg(LossKind::Ce, 1), &out.join("keep"), quiet()).unwrap_err();
+    let e = train(
+        &synthetic_cfg(Loss::CrossEntropy, 1),
+        &out.join("keep"),
+        quiet(),
+    )
+    .unwrap_err();
     assert!(matches!(e, TrainError::RunDir { .. }), "{e}");
     for d in [mn, cf, out] {
         std::fs::remove_dir_all(d).unwrap();
@@ -455,7 +465,7 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
 #[test]
 fn exploding_loss_stops_with_a_clear_message() {
     let out = tmp("nan");
-    let mut cfg = synthetic_cfg(LossKind::Mse { rescale: 15.0 }, 3);
+    let mut cfg = synthetic_cfg(Loss::Mse { rescale: 15.0 }, 3);
     cfg.lr = 1e6;
     cfg.clip_grad_norm = 0.0;
     cfg.sgd.weight_decay = 0.0;

@@ -187,7 +187,7 @@ fn names_parse_print_and_serialise() {
         assert_eq!(printed.parse::<Loss>().unwrap(), loss);
         let json = serde_json::to_string(&loss).unwrap();
         assert!(
-            json.contains(&format!("\"loss\":\"{}\"", loss.name())),
+            json.contains(&format!("\"kind\":\"{}\"", loss.name())),
             "{json}"
         );
         assert_eq!(serde_json::from_str::<Loss>(&json).unwrap(), loss);
@@ -206,9 +206,20 @@ fn names_parse_print_and_serialise() {
         }
     );
     assert_eq!(
-        serde_json::from_str::<Loss>(r#"{"loss":"ce"}"#).unwrap(),
+        serde_json::from_str::<Loss>(r#"{"kind":"ce"}"#).unwrap(),
         Loss::CrossEntropy
     );
+    let (alpha, gamma, rescale) = (0.1, 2.0, 4.0);
+    for (name, loss) in [
+        ("ce", Loss::CrossEntropy),
+        ("ls", Loss::LabelSmoothing { alpha }),
+        ("fl", Loss::Focal { gamma }),
+        ("mse", Loss::Mse { rescale }),
+    ] {
+        assert_eq!(Loss::from_name(name, alpha, gamma, rescale), Some(loss));
+        assert_eq!(loss.name(), name);
+    }
+    assert_eq!(Loss::from_name("hinge", alpha, gamma, rescale), None);
     for bad in [
         "hinge",
         "ls(1.0)",

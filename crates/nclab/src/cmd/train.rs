@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Context, Result};
 use nc_train::data::Augment;
-use nc_train::loss::LossKind;
+use nc_train::loss::Loss;
 use nc_train::model::{ModelKind, ModelSpec};
 use nc_train::source::DataSpec;
 use nc_train::{RunOptions, TrainConfig};
@@ -105,7 +105,7 @@ fn config_from(args: &Args) -> Result<TrainConfig> {
     let data = DataSpec::parse(&args.data)?;
     let kind = ModelKind::from_name(&args.model)
         .with_context(|| format!("unknown model {:?}: use mlp, resnet18 or wrn50", args.model))?;
-    let loss = LossKind::from_name(&args.loss, args.alpha, args.gamma, args.rescale)
+    let loss = Loss::from_name(&args.loss, args.alpha, args.gamma, args.rescale)
         .with_context(|| format!("unknown loss {:?}: use ce, ls, fl or mse", args.loss))?;
     if !(args.width > 0.0) {
         bail!("--width must be > 0, got {}", args.width);
