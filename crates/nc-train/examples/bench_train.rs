@@ -4,7 +4,7 @@
 //! (b) wall time of one MLP epoch on MNIST-10k including batch building and one full NC
 //!     evaluation of the training and test sets.
 //!
-//! `cargo run --release -p nc-train --example bench_train -- [--steps 30] [--mnist DIR] [--json OUT]`
+//! `cargo run --release -p nc-train --example bench_train -- [--steps 30] [--mnist DIR] [--device cpu|cuda:N] [--json OUT]`
 use std::time::Instant;
 
 use burn::optim::GradientsParams;
@@ -18,8 +18,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn step_time(spec: &ModelSpec, shape: [usize; 3], steps: usize) -> f64 {
-    let dev = nc_train::device::device_for(nc_train::device::DeviceChoice::Cpu).unwrap();
+fn step_time(dev: &Device, spec: &ModelSpec, shape: [usize; 3], steps: usize) -> f64 {
     let ad = dev.clone().autodiff();
     ad.seed(0);
     let mut model = Net::new(spec, shape, 10, &ad);
@@ -79,9 +78,17 @@ fn main() {
         batch_norm: false,
         width: 0.25,
     };
-    let t_mlp = step_time(&mlp, [1, 28, 28], steps);
+    let device = get("--device").unwrap_or_else(|| "cpu".into());
+    let dev = match nc_train::device::parse_device(&device).and_then(nc_train::device::device_for) {
+        Ok(dev) => dev,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(2);
+        }
+    };
+    let t_mlp = step_time(&dev, &mlp, [1, 28, 28], steps);
     println!("mlp_step_ms {:.2}", t_mlp * 1e3);
-    let t_res = step_time(&res, [3, 32, 32], steps.min(10));
+    let t_res = step_time(&dev, &res, [3, 32, 32], steps.min(10));
     println!("resnet18_w0.25_step_ms {:.1}", t_res * 1e3);
 
     // (b) one epoch on MNIST-10k + one NC evaluation, through the real trainer.
@@ -92,6 +99,7 @@ fn main() {
     let mut cfg = nc_train::TrainConfig::paper(data, mlp, Loss::CrossEntropy, 1);
     cfg.val_fraction = 0.0;
     cfg.normalize = false;
+    cfg.device = device;
     let out = std::env::temp_dir().join(format!("nc-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let t = Instant::now();

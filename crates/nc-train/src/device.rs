@@ -29,6 +29,9 @@ pub fn parse_device(s: &str) -> Result<DeviceChoice> {
 }
 
 /// The burn device (without autodiff) for a choice, or an error if this build cannot run it.
+// burn 0.22 marks its libtorch backend deprecated in favour of CubeCL; it is still the one
+// that reaches PyTorch's CPU and CUDA kernels (see docs/train.md), so the `tch` build keeps it.
+#[allow(deprecated)]
 pub fn device_for(choice: DeviceChoice) -> Result<Device> {
     match choice {
         #[cfg(feature = "tch")]
@@ -64,7 +67,13 @@ fn probe(device: Device, what: &str) -> Result<Device> {
                 .cloned()
                 .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "the backend failed to start".into());
-            let reason = reason.lines().next().unwrap_or_default().to_string();
+            // libtorch's messages carry a C++ backtrace, escaped or not: keep the first line.
+            let reason = reason
+                .split(['\n', '\r'])
+                .next()
+                .and_then(|line| line.split("\\n").next())
+                .unwrap_or_default()
+                .to_string();
             Err(TrainError::Config(format!(
                 "device {what} is not usable: {reason}"
             )))
