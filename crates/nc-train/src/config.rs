@@ -83,7 +83,7 @@ impl TrainConfig {
 
     /// Whether epoch `e` (0 = initialisation) gets a full NC evaluation.
     pub fn is_eval_epoch(&self, e: usize) -> bool {
-        e == 0 || e == self.epochs || e % self.eval_every == 0
+        e == 0 || e == self.epochs || e.is_multiple_of(self.eval_every)
     }
 
     /// Rejects settings that cannot run.
@@ -104,7 +104,7 @@ impl TrainConfig {
                 self.val_fraction
             ));
         }
-        if !(self.lr > 0.0) || !self.lr.is_finite() {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad(format!("--lr must be > 0, got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.sgd.momentum) {
@@ -113,7 +113,7 @@ impl TrainConfig {
                 self.sgd.momentum
             ));
         }
-        if !(self.sgd.weight_decay >= 0.0) {
+        if self.sgd.weight_decay.is_nan() || self.sgd.weight_decay < 0.0 {
             return bad("--weight-decay must be >= 0".into());
         }
         for k in &self.sgd.no_decay_on {
@@ -121,7 +121,7 @@ impl TrainConfig {
                 return bad(format!("--no-decay-on: unknown kind {k:?} (bias, bn)"));
             }
         }
-        if !(self.clip_grad_norm >= 0.0) {
+        if self.clip_grad_norm.is_nan() || self.clip_grad_norm < 0.0 {
             return bad("--clip-grad-norm must be >= 0 (0 disables)".into());
         }
         if self.per_class == Some(0) {
@@ -135,14 +135,14 @@ impl TrainConfig {
             Ok(()) => {}
         }
         if let Loss::Mse { rescale } = self.loss {
-            if !(rescale > 0.0) {
+            if rescale.is_nan() || rescale <= 0.0 {
                 return bad(format!("--rescale must be > 0, got {rescale}"));
             }
         }
         if self.milestones.windows(2).any(|w| w[0] > w[1]) {
             return bad("--milestones must be increasing".into());
         }
-        if !(self.model.width > 0.0) || !self.model.width.is_finite() {
+        if !(self.model.width.is_finite() && self.model.width > 0.0) {
             return bad(format!("--width must be > 0, got {}", self.model.width));
         }
         crate::device::parse_device(&self.device)?;

@@ -234,7 +234,7 @@ mod tests {
         // 2 classes, 3 channels 2x2, values = sample index
         let n = 10;
         let px: Vec<u8> = (0..n)
-            .flat_map(|i| std::iter::repeat(i as u8 * 10).take(12))
+            .flat_map(|i| std::iter::repeat_n(i as u8 * 10, 12))
             .collect();
         Samples {
             pixels: Pixels::U8(px),

@@ -21,7 +21,7 @@ pub fn save_features(
 ) -> Result<()> {
     let Some(f) = &ev.features else { return Ok(()) };
     let n = idx.len();
-    let d = if n > 0 { f.len() / n } else { 0 };
+    let d = f.len().checked_div(n).unwrap_or(0);
     let w = model.classifier_weight();
     let b = model.classifier_bias();
     let labels: Vec<u32> = idx.iter().map(|&i| s.labels[i]).collect();

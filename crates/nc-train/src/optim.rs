@@ -220,7 +220,7 @@ mod tests {
         let (lr, mu, wd) = (0.1, 0.9, 0.01);
         let g = dw();
         let mut w: Vec<f64> = host(lin.weight.val());
-        let mut v = vec![0.0; 6];
+        let mut v = [0.0; 6];
         for step in 0..3 {
             let grads = grads_of(&lin, &x, &c);
             lin = opt.step(lr, lin, grads);
@@ -241,7 +241,7 @@ mod tests {
         }
         // With burn's default dampening (0.1) the third iterate would differ by far more.
         let mut w_damp: Vec<f64> = host(setup(&dev).0.weight.val());
-        let mut vd = vec![0.0; 6];
+        let mut vd = [0.0; 6];
         for step in 0..3 {
             for i in 0..6 {
                 let gi = g[i] + wd * w_damp[i];

@@ -50,7 +50,7 @@ pub struct ModelSpec {
 impl ModelSpec {
     /// Checks the settings against the input shape.
     pub fn validate(&self, channels: usize, height: usize, width_px: usize) -> Result<()> {
-        if !(self.width > 0.0) || !self.width.is_finite() {
+        if !(self.width.is_finite() && self.width > 0.0) {
             return Err(TrainError::Config(format!(
                 "--width must be > 0, got {}",
                 self.width

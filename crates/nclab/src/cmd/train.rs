@@ -107,7 +107,7 @@ fn config_from(args: &Args) -> Result<TrainConfig> {
         .with_context(|| format!("unknown model {:?}: use mlp, resnet18 or wrn50", args.model))?;
     let loss = Loss::from_name(&args.loss, args.alpha, args.gamma, args.rescale)
         .with_context(|| format!("unknown loss {:?}: use ce, ls, fl or mse", args.loss))?;
-    if !(args.width > 0.0) {
+    if args.width.is_nan() || args.width <= 0.0 {
         bail!("--width must be > 0, got {}", args.width);
     }
     let spec = ModelSpec {
