@@ -738,13 +738,10 @@ impl ScatterState {
         for (row, &y) in features.chunks_exact(d).zip(labels) {
             let y = y as usize;
             let mean = &plan.own_means[y * d..(y + 1) * d];
-            let mut sq = 0.0;
-            for (&h, &mu) in row.iter().zip(mean) {
-                let c = h.to_f64() - mu;
-                sq += c * c;
-                centred.push(c);
-            }
-            self.deviation_sq[y] += sq;
+            let start = centred.len();
+            centred.extend(row.iter().zip(mean).map(|(&h, &mu)| h.to_f64() - mu));
+            let deviation = &centred[start..];
+            self.deviation_sq[y] += crate::vector::dot(deviation, deviation);
             self.class_counts[y] += 1;
         }
         let centred_t = MatRef::from_column_major_slice(centred, d, rows);
