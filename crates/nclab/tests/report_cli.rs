@@ -195,3 +195,43 @@ fn half_written_runs() {
     assert_eq!(code, 2);
     assert!(stderr.contains("config.json"), "{stderr}");
 }
+
+#[test]
+fn reproduce_dry_run_prints_the_plan_without_training() {
+    let dir = scratch_dir("reproduce-dry-run");
+    let out = dir.join("repro");
+    let (code, stdout, stderr) = nclab(&["reproduce", "--dry-run", "--out", out.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let cells: Vec<&str> = stdout.lines().collect();
+    assert_eq!(cells.len(), 8, "{stdout}");
+    for loss in ["ce", "ls", "fl", "mse"] {
+        for width in ["0.5", "1"] {
+            let name = format!("{loss}_w{width}_e400_s1");
+            assert!(
+                cells.iter().any(|c| c.contains(&name)),
+                "{name} missing: {stdout}"
+            );
+        }
+    }
+    assert!(stderr.contains("8 cells"), "{stderr}");
+    assert!(!out.exists(), "a dry run must not create the output folder");
+
+    // The paper presets need the data folder, and plan the paper's grid with it.
+    let (code, _, stderr) = nclab(&["reproduce", "--preset", "paper-cifar10", "--dry-run"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--data-dir"), "{stderr}");
+    let (code, stdout, stderr) = nclab(&[
+        "reproduce",
+        "--preset",
+        "paper-cifar100",
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--dry-run",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    // 4 losses x 4 widths x 4 epoch settings x 3 seeds.
+    assert_eq!(stdout.lines().count(), 192, "{stdout}");
+    assert!(stdout.contains("fl_w0.25_e800_s3"), "{stdout}");
+}
