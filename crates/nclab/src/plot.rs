@@ -321,6 +321,7 @@ where
         chart
             .configure_mesh()
             .x_desc(&panel.x_label)
+            .x_label_formatter(&|v| axis_number(*v))
             .y_desc(&panel.y_label)
             .y_label_formatter(&|v| format!("{v:.0e}"))
             .label_style((FONT, 12))
@@ -332,12 +333,22 @@ where
         chart
             .configure_mesh()
             .x_desc(&panel.x_label)
+            .x_label_formatter(&|v| axis_number(*v))
             .y_desc(&panel.y_label)
             .label_style((FONT, 12))
             .draw()?;
         draw_lines(&mut chart, panel)?;
     }
     Ok(())
+}
+
+/// A tick label without a spurious decimal part: epochs print as `100`, not `100.0`.
+fn axis_number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
 }
 
 fn draw_lines<'a, DB, Y>(
