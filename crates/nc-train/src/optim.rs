@@ -184,14 +184,8 @@ mod tests {
         GradientsParams::from_grads(loss.backward(), lin)
     }
 
-    fn host(t: Tensor<2>) -> Vec<f64> {
-        t.into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect()
+    fn host<const D: usize>(t: Tensor<D>) -> Vec<f64> {
+        crate::host_f32(t).into_iter().map(f64::from).collect()
     }
 
     // Hand-computed constant gradient dW = x^T c (3 x 2, row-major [in, out]).
@@ -274,26 +268,8 @@ mod tests {
         let n: f32 = n.unwrap().into_scalar();
         assert!((n as f64 - norm).abs() < 1e-4 * norm, "{n} vs {norm}");
         let f = (max / (norm + 1e-6)).min(1.0);
-        let gw: Vec<f64> = clipped
-            .get::<2>(lin.weight.id)
-            .unwrap()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        let gb: Vec<f64> = clipped
-            .get::<1>(lin.bias.as_ref().unwrap().id)
-            .unwrap()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap()
-            .into_iter()
-            .map(f64::from)
-            .collect();
+        let gw = host(clipped.get::<2>(lin.weight.id).unwrap());
+        let gb = host(clipped.get::<1>(lin.bias.as_ref().unwrap().id).unwrap());
         for i in 0..6 {
             assert!(
                 (gw[i] - g[i] * f).abs() < 1e-5,
@@ -310,15 +286,9 @@ mod tests {
         assert!((total - max).abs() < 1e-4);
         // Below the threshold nothing changes.
         let (same, _) = clip_global_norm(&lin, grads_of(&lin, &x, &c), 1e6);
-        let gw2: Vec<f32> = same
-            .get::<2>(lin.weight.id)
-            .unwrap()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .unwrap();
+        let gw2 = host(same.get::<2>(lin.weight.id).unwrap());
         for i in 0..6 {
-            assert!((gw2[i] as f64 - g[i]).abs() < 1e-5);
+            assert!((gw2[i] - g[i]).abs() < 1e-5);
         }
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::error::{Error, Result};
 use crate::loss::Loss;
+use crate::vector::dot;
 use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
@@ -160,26 +161,28 @@ impl Ufm {
     /// `lW/2 ||W||^2 + lH/2 ||H||^2 + lb/2 ||b||^2`
     fn regulariser(&self, x: &[f64]) -> f64 {
         let (w_len, h_len) = (self.classes * self.dim, self.dim * self.samples());
-        let squares = |s: &[f64]| s.par_iter().map(|v| v * v).sum::<f64>();
-        0.5 * (self.lambda_w * squares(&x[..w_len])
-            + self.lambda_h * squares(&x[w_len..w_len + h_len])
-            + self.lambda_b * squares(&x[w_len + h_len..]))
+        let squares = |v: &[f64]| dot(v, v);
+        self.penalty(
+            squares(&x[..w_len]),
+            squares(&x[w_len..w_len + h_len]),
+            squares(&x[w_len + h_len..]),
+        )
+    }
+
+    /// The regulariser from the squared norms `||W||^2`, `||H||^2`, `||b||^2`.
+    fn penalty(&self, w_squares: f64, h_squares: f64, b_squares: f64) -> f64 {
+        0.5 * (self.lambda_w * w_squares + self.lambda_h * h_squares + self.lambda_b * b_squares)
     }
 
     /// Adds `lambda * x` blockwise to `out` (the regulariser's gradient, or its Hessian
     /// applied to `x`).
     fn add_regulariser_gradient(&self, x: &[f64], out: &mut [f64]) {
         let (w_len, h_len) = (self.classes * self.dim, self.dim * self.samples());
-        let scale = |out: &mut [f64], x: &[f64], lambda: f64| {
-            out.par_iter_mut()
-                .zip(x.par_iter())
-                .for_each(|(o, v)| *o += lambda * v)
-        };
         let (out_w, rest) = out.split_at_mut(w_len);
         let (out_h, out_b) = rest.split_at_mut(h_len);
-        scale(out_w, &x[..w_len], self.lambda_w);
-        scale(out_h, &x[w_len..w_len + h_len], self.lambda_h);
-        scale(out_b, &x[w_len + h_len..], self.lambda_b);
+        add_decay(out_w, &x[..w_len], self.lambda_w);
+        add_decay(out_h, &x[w_len..w_len + h_len], self.lambda_h);
+        add_decay(out_b, &x[w_len + h_len..], self.lambda_b);
     }
 
     /// The H block of a parameter vector (d x N column-major: sample after sample).
@@ -267,7 +270,7 @@ impl Ufm {
                         .iter_mut()
                         .zip(h_slice)
                         .for_each(|(o, h)| *o = self.lambda_h * h);
-                    sums.h_squares += h_slice.iter().map(|h| h * h).sum::<f64>();
+                    sums.h_squares += dot(h_slice, h_slice);
                     let grad_h_block = MatMut::from_column_major_slice_mut(grad_h_block, d, cols);
                     matmul(grad_h_block, Accum::Add, at.w.transpose(), g, 1.0, Par::Seq);
                     sums
@@ -275,18 +278,11 @@ impl Ufm {
             )
             .reduce(|| BlockSums::zeros(k, d), BlockSums::merge);
         let (w, b) = (&x[..k * d], &x[k * d + d * self.samples()..]);
-        for (out, (sum, value)) in grad_w.iter_mut().zip(sums.w.iter().zip(w)) {
-            *out = sum + self.lambda_w * value;
-        }
-        for (out, (sum, value)) in grad_b.iter_mut().zip(sums.b.iter().zip(b)) {
-            *out = sum + self.lambda_b * value;
-        }
-        let squares = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>();
-        sums.loss * inv_n
-            + 0.5
-                * (self.lambda_w * squares(w)
-                    + self.lambda_h * sums.h_squares
-                    + self.lambda_b * squares(b))
+        grad_w.copy_from_slice(&sums.w);
+        add_decay(grad_w, w, self.lambda_w);
+        grad_b.copy_from_slice(&sums.b);
+        add_decay(grad_b, b, self.lambda_b);
+        sums.loss * inv_n + self.penalty(dot(w, w), sums.h_squares, dot(b, b))
     }
 
     /// Exact Hessian-vector product `out = (d^2 f / dx^2) v`. With `dZ = dW H + W dH + db 1^T`
@@ -410,6 +406,13 @@ fn add_row_sums(m: MatRef<'_, f64>, out: &mut [f64]) {
             *o += m[(row, col)];
         }
     }
+}
+
+/// `out += lambda * x` (weight decay's gradient on one block).
+fn add_decay(out: &mut [f64], x: &[f64], lambda: f64) {
+    out.par_iter_mut()
+        .zip(x.par_iter())
+        .for_each(|(o, v)| *o += lambda * v)
 }
 
 /// One thread's sums over its blocks of samples: the loss, `||H_B||^2`, and the W- and

@@ -267,11 +267,10 @@ fn move_to(objective: &impl Objective, state: &mut State, x: Vec<f64>) -> Result
     Ok(true)
 }
 
-/// A curvature pair `s = x_{k+1} - x_k`, `y = g_{k+1} - g_k` with `rho = 1 / (y.s)`.
+/// A curvature pair `s = x_{k+1} - x_k`, `y = g_{k+1} - g_k` (with `y.s > 0`).
 struct Pair {
     s: Vec<f64>,
     y: Vec<f64>,
-    rho: f64,
 }
 
 /// L-BFGS in its "vector-free" form (Chen, Weimer et al. 2014): the two-loop recursion runs
@@ -308,6 +307,20 @@ impl Lbfgs {
         2 * self.pairs.len()
     }
 
+    /// The stored vectors in basis order `s_0, y_0, s_1, y_1, ...`.
+    fn basis(&self) -> Vec<&[f64]> {
+        self.pairs
+            .iter()
+            .flat_map(|pair| [pair.s.as_slice(), pair.y.as_slice()])
+            .collect()
+    }
+
+    /// `rho_p = 1 / (s_p . y_p)`, from the Gram matrix.
+    fn rho(&self, pair: usize) -> f64 {
+        let len = self.basis_len();
+        1.0 / self.gram[2 * pair * len + 2 * pair + 1]
+    }
+
     fn forget(&mut self) {
         for pair in self.pairs.drain(..) {
             self.spare.give(pair.s);
@@ -333,8 +346,8 @@ impl Lbfgs {
                 + coef_g * self.grad_dots[j]
         };
         let mut alphas = vec![0.0; self.pairs.len()];
-        for (p, pair) in self.pairs.iter().enumerate().rev() {
-            alphas[p] = pair.rho * dot_basis(&coef, coef_g, 2 * p);
+        for p in (0..self.pairs.len()).rev() {
+            alphas[p] = self.rho(p) * dot_basis(&coef, coef_g, 2 * p);
             coef[2 * p + 1] -= alphas[p];
         }
         let gamma = match self.pairs.len() {
@@ -346,8 +359,8 @@ impl Lbfgs {
         };
         coef.iter_mut().for_each(|c| *c *= gamma);
         coef_g *= gamma;
-        for (p, pair) in self.pairs.iter().enumerate() {
-            let beta = pair.rho * dot_basis(&coef, coef_g, 2 * p + 1);
+        for p in 0..self.pairs.len() {
+            let beta = self.rho(p) * dot_basis(&coef, coef_g, 2 * p + 1);
             coef[2 * p] += alphas[p] - beta;
         }
         (coef, coef_g)
@@ -362,15 +375,11 @@ impl Lbfgs {
             .map(|(c, d)| c * d)
             .sum::<f64>()
             + coef_g * state.grad_norm * state.grad_norm;
-        let mut vectors: Vec<&[f64]> = self
-            .pairs
-            .iter()
-            .flat_map(|pair| [pair.s.as_slice(), pair.y.as_slice()])
-            .collect();
+        let mut direction = self.spare.take(state.grad.len());
+        let mut vectors = self.basis();
         vectors.push(&state.grad);
         let mut coef = coef;
         coef.push(coef_g);
-        let mut direction = self.spare.take(state.grad.len());
         linear_combination_into(&mut direction, &vectors, &coef);
         (direction, slope)
     }
@@ -433,11 +442,7 @@ impl Lbfgs {
             self.grad_dots.drain(..2);
         }
         let (mut s, mut y) = (self.spare.take(from.x.len()), self.spare.take(from.x.len()));
-        let stored: Vec<&[f64]> = self
-            .pairs
-            .iter()
-            .flat_map(|pair| [pair.s.as_slice(), pair.y.as_slice()])
-            .collect();
+        let stored = self.basis();
         let dots = new_pair_dots(
             &from.x, &to.x, &from.grad, &to.grad, &mut s, &mut y, &stored,
         );
@@ -459,11 +464,7 @@ impl Lbfgs {
             self.gram = gram;
             self.grad_dots = dots.grad;
             self.grad_dots.extend([dots.grad_s, dots.grad_y]);
-            self.pairs.push(Pair {
-                s,
-                y,
-                rho: 1.0 / dots.s_y,
-            });
+            self.pairs.push(Pair { s, y });
         } else {
             self.grad_dots = dots.grad;
             self.spare.give(s);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Preset {
-    /// Embedded MNIST-10k, 3-hidden-layer MLP with BatchNorm at widths 0.5 and 1, 400 epochs, 4 losses, one seed: ~10 min on 2 CPU cores.
+    /// Embedded MNIST-10k, 3-hidden-layer MLP with BatchNorm at widths 0.5 and 1, 400 epochs, 4 losses, one seed: ~6 min on 2 CPU cores.
     MnistMlp,
     /// The paper's CIFAR-10 grid: WideResNet-50-style, widths 0.25/0.5/1/2, 100/200/400/800 epochs, 3 seeds (GPU).
     PaperCifar10,
