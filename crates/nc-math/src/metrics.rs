@@ -200,13 +200,6 @@ impl MeanAccumulator {
     pub fn add_batch<T: Feature>(&mut self, features: &[T], labels: &[u32]) -> Result<()> {
         let dim = self.dim;
         check_batch(features, labels, dim, self.num_classes, self.rows_seen)?;
-        if let Err(Error::NonFinite { what, row, col }) = check_finite("features", features, dim) {
-            return Err(Error::NonFinite {
-                what,
-                row: row + self.rows_seen as usize,
-                col,
-            });
-        }
         let blank = || {
             (
                 vec![0u64; self.num_classes],
@@ -231,6 +224,20 @@ impl MeanAccumulator {
                 add_into(&mut s1, &s2);
                 (c1, s1)
             });
+        // NaN and Inf are sticky in a sum, so a batch with one leaves a non-finite class
+        // sum: only then is the batch scanned for the element to name (one pass otherwise).
+        if sums.iter().any(|s| !s.is_finite()) {
+            return Err(match check_finite("features", features, dim) {
+                Err(Error::NonFinite { what, row, col }) => Error::NonFinite {
+                    what,
+                    row: row + self.rows_seen as usize,
+                    col,
+                },
+                _ => Error::InvalidArgument(
+                    "the feature sums of a class overflow f64: features are too large".into(),
+                ),
+            });
+        }
         add_into(&mut self.counts, &counts);
         add_into(&mut self.sums, &sums);
         self.rows_seen += labels.len() as u64;

@@ -633,6 +633,41 @@ fn bad_input_is_an_error_not_a_number() {
         Err(Error::NonFinite { row: 1, .. })
     ));
     assert!(matches!(
+        compute_metrics(
+            &[0.0, 1.0, 2.0, f64::NEG_INFINITY],
+            &[0, 1, 0, 1],
+            1,
+            2,
+            None,
+            None
+        ),
+        Err(Error::NonFinite { row: 3, col: 0, .. })
+    ));
+    // +Inf and -Inf in one class sum to NaN; the element named is still the first bad one.
+    let mut wide = vec![0.5f32; 3 * 600];
+    wide[2 * 600 + 7] = f32::INFINITY;
+    wide[600 + 599] = f32::NEG_INFINITY;
+    assert!(matches!(
+        compute_metrics(&wide, &[1, 1, 1], 600, 2, None, None),
+        Err(Error::NonFinite {
+            row: 1,
+            col: 599,
+            ..
+        })
+    ));
+    // A later batch names its row counted over all batches.
+    let mut acc = MeanAccumulator::new(2, 2);
+    acc.add_batch(&[0.0f64, 1.0, 2.0, 3.0], &[0, 1]).unwrap();
+    assert!(matches!(
+        acc.add_batch(&[0.0f64, 1.0, 2.0, f64::NAN], &[0, 1]),
+        Err(Error::NonFinite { row: 3, col: 1, .. })
+    ));
+    // Finite features whose class sum overflows f64 are refused, not turned into Inf means.
+    assert!(matches!(
+        compute_metrics(&[1e308, 1e308, 0.0, 1.0], &[0, 0, 1, 1], 1, 2, None, None),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
         compute_metrics(&[1.0, 1.0, 1.0, 1.0], &[0, 1, 0, 1], 1, 2, None, None),
         Err(Error::DegenerateMeans)
     ));
