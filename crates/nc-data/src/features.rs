@@ -13,14 +13,20 @@
 //! | `indices`  | (N,)    | any integer type, values >= 0           | no       |
 //!
 //! `indices` (always under that name) are the samples' positions in the original data set.
+//!
+//! Features stored plainly (a `.npy` file, an uncompressed `.npz` member as `np.savez` writes
+//! it, any float `.safetensors` tensor) are read in place from the memory-mapped file
+//! ([`FloatData::Mapped`], see [`crate::mapped`]); compressed or Fortran-order ones are copied.
 //! The loader checks shapes and types only; label range against K, NaN/Inf and empty classes
 //! are the metrics crate's checks.
 
+use std::borrow::Cow;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::array::{shape_string, ArrayData, ArraySlice, ArrayView, NpyArray};
 use crate::error::{DataError, Result};
+use crate::mapped::MappedFloats;
 use crate::npz::{list_or_none, NpzReader};
 use crate::safetensors::SafetensorsReader;
 
@@ -52,17 +58,29 @@ impl Default for FeatureKeys {
 }
 
 /// Floating-point data kept in the precision it was stored in.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 pub enum FloatData {
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// float32 or float64 elements read in place from a memory-mapped file.
+    Mapped(MappedFloats),
+}
+
+/// Equal when the precision and every element are equal, however the data are held.
+impl PartialEq for FloatData {
+    fn eq(&self, other: &Self) -> bool {
+        self.dtype_name() == other.dtype_name()
+            && self.len() == other.len()
+            && (0..self.len()).all(|i| self.get(i) == other.get(i))
+    }
 }
 
 /// Borrowed floating-point data.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug)]
 pub enum FloatSlice<'a> {
     F32(&'a [f32]),
     F64(&'a [f64]),
+    Mapped(&'a MappedFloats),
 }
 
 impl FloatData {
@@ -70,6 +88,7 @@ impl FloatData {
         match self {
             FloatData::F32(v) => v.len(),
             FloatData::F64(v) => v.len(),
+            FloatData::Mapped(m) => m.len(),
         }
     }
 
@@ -82,6 +101,7 @@ impl FloatData {
         match self {
             FloatData::F32(_) => "float32",
             FloatData::F64(_) => "float64",
+            FloatData::Mapped(m) => m.dtype().name(),
         }
     }
 
@@ -90,6 +110,7 @@ impl FloatData {
         match self {
             FloatData::F32(v) => v.get(i).map(|&x| f64::from(x)),
             FloatData::F64(v) => v.get(i).copied(),
+            FloatData::Mapped(m) => m.get(i),
         }
     }
 
@@ -97,14 +118,21 @@ impl FloatData {
         match self {
             FloatData::F32(v) => FloatSlice::F32(v),
             FloatData::F64(v) => FloatSlice::F64(v),
+            FloatData::Mapped(m) => FloatSlice::Mapped(m),
         }
     }
 
     /// A copy converted to f64.
     pub fn to_f64_vec(&self) -> Vec<f64> {
+        self.range_f64(0..self.len())
+    }
+
+    /// Elements `range` as f64. Panics if the range is out of bounds.
+    pub fn range_f64(&self, range: std::ops::Range<usize>) -> Vec<f64> {
         match self {
-            FloatData::F32(v) => v.iter().map(|&x| f64::from(x)).collect(),
-            FloatData::F64(v) => v.clone(),
+            FloatData::F32(v) => v[range].iter().map(|&x| f64::from(x)).collect(),
+            FloatData::F64(v) => v[range].to_vec(),
+            FloatData::Mapped(m) => m.to_f64_range(range),
         }
     }
 }
@@ -114,6 +142,7 @@ impl FloatSlice<'_> {
         match self {
             FloatSlice::F32(v) => v.len(),
             FloatSlice::F64(v) => v.len(),
+            FloatSlice::Mapped(m) => m.len(),
         }
     }
 
@@ -148,11 +177,7 @@ pub struct FeatureSet {
 impl FeatureSet {
     /// Row `i` of the features as f64. Panics if `i >= num_samples`.
     pub fn row_f64(&self, i: usize) -> Vec<f64> {
-        let range = i * self.dim..(i + 1) * self.dim;
-        match &self.features {
-            FloatData::F32(v) => v[range].iter().map(|&x| f64::from(x)).collect(),
-            FloatData::F64(v) => v[range].to_vec(),
-        }
+        self.features.range_f64(i * self.dim..(i + 1) * self.dim)
     }
 
     /// A borrowed view for [`save_feature_npz`] / [`save_feature_safetensors`].
@@ -177,6 +202,9 @@ trait ArraySource {
     fn names(&self) -> Vec<String>;
     fn contains(&self, key: &str) -> bool;
     fn read(&mut self, key: &str) -> Result<NpyArray>;
+    /// The float array `key` in place, when it is stored so that it can be (shape, view);
+    /// `Ok(None)` otherwise, including when it is missing.
+    fn map_floats(&mut self, key: &str) -> Result<Option<(Vec<usize>, MappedFloats)>>;
 }
 
 impl ArraySource for NpzReader {
@@ -189,6 +217,9 @@ impl ArraySource for NpzReader {
     fn read(&mut self, key: &str) -> Result<NpyArray> {
         NpzReader::read(self, key)
     }
+    fn map_floats(&mut self, key: &str) -> Result<Option<(Vec<usize>, MappedFloats)>> {
+        NpzReader::map_floats(self, key)
+    }
 }
 
 impl ArraySource for SafetensorsReader {
@@ -200,6 +231,9 @@ impl ArraySource for SafetensorsReader {
     }
     fn read(&mut self, key: &str) -> Result<NpyArray> {
         SafetensorsReader::read(self, key)
+    }
+    fn map_floats(&mut self, key: &str) -> Result<Option<(Vec<usize>, MappedFloats)>> {
+        SafetensorsReader::map_floats(self, key)
     }
 }
 
@@ -245,6 +279,12 @@ impl ArraySource for NpyDirectory {
             });
         }
         crate::npy::read_npy(&self.dir.join(format!("{key}.npy")))
+    }
+    fn map_floats(&mut self, key: &str) -> Result<Option<(Vec<usize>, MappedFloats)>> {
+        if !self.contains(key) {
+            return Ok(None);
+        }
+        crate::npy::map_npy_floats(&self.dir.join(format!("{key}.npy")))
     }
 }
 
@@ -310,9 +350,29 @@ fn float_values(path: &Path, key: &str, array: &NpyArray, role: &str) -> Result<
 }
 
 fn load_from(path: &Path, source: &mut dyn ArraySource, keys: &FeatureKeys) -> Result<FeatureSet> {
-    // Features: N x d floats, kept in their precision.
-    let features = read_required(path, source, &keys.features)?;
-    let (num_samples, dim) = match features.shape[..] {
+    // Features: N x d floats, kept in their precision, in place where the file allows.
+    let (shape, features) = match source.map_floats(&keys.features)? {
+        Some((shape, mapped)) => (shape, FloatData::Mapped(mapped)),
+        None => {
+            let array = read_required(path, source, &keys.features)?;
+            let data = match array.data {
+                ArrayData::F32(v) => FloatData::F32(v),
+                ArrayData::F64(v) => FloatData::F64(v),
+                other => {
+                    return Err(DataError::array(
+                        path,
+                        &keys.features,
+                        format!(
+                            "has dtype {}, expected float32 or float64",
+                            other.dtype_name()
+                        ),
+                    ))
+                }
+            };
+            (array.shape, data)
+        }
+    };
+    let (num_samples, dim) = match shape[..] {
         [n, d] => (n, d),
         _ => {
             return Err(DataError::array(
@@ -320,21 +380,7 @@ fn load_from(path: &Path, source: &mut dyn ArraySource, keys: &FeatureKeys) -> R
                 &keys.features,
                 format!(
                     "has shape {}, expected 2-D (N samples x d features)",
-                    shape_string(&features.shape)
-                ),
-            ))
-        }
-    };
-    let features = match features.data {
-        ArrayData::F32(v) => FloatData::F32(v),
-        ArrayData::F64(v) => FloatData::F64(v),
-        other => {
-            return Err(DataError::array(
-                path,
-                &keys.features,
-                format!(
-                    "has dtype {}, expected float32 or float64",
-                    other.dtype_name()
+                    shape_string(&shape)
                 ),
             ))
         }
@@ -466,7 +512,8 @@ pub struct FeatureExport<'a> {
 /// The arrays of a validated export, owning the converted copies (f32 features when the input
 /// is f64, int64 labels and indices).
 struct ExportArrays<'a> {
-    features_f64_as_f32: Option<Vec<f32>>,
+    /// The features as f32: borrowed when they are an f32 slice, else a converted copy.
+    features_f32: Cow<'a, [f32]>,
     labels: Vec<i64>,
     indices: Option<Vec<i64>>,
     export: &'a FeatureExport<'a>,
@@ -526,9 +573,10 @@ impl<'a> ExportArrays<'a> {
             }
         };
         Ok(ExportArrays {
-            features_f64_as_f32: match export.features {
-                FloatSlice::F64(v) => Some(v.iter().map(|&x| x as f32).collect()),
-                FloatSlice::F32(_) => None,
+            features_f32: match export.features {
+                FloatSlice::F32(v) => Cow::Borrowed(v),
+                FloatSlice::F64(v) => Cow::Owned(v.iter().map(|&x| x as f32).collect()),
+                FloatSlice::Mapped(m) => Cow::Owned(m.to_f32_vec()),
             },
             labels: export.labels.iter().map(|&l| i64::from(l)).collect(),
             indices,
@@ -544,11 +592,7 @@ impl<'a> ExportArrays<'a> {
     }
 
     fn views(&self) -> Vec<(&'static str, ArrayView<'_>)> {
-        let features = match (&self.features_f64_as_f32, self.export.features) {
-            (Some(converted), _) => ArraySlice::F32(converted),
-            (None, FloatSlice::F32(v)) => ArraySlice::F32(v),
-            (None, FloatSlice::F64(v)) => ArraySlice::F64(v),
-        };
+        let features = ArraySlice::F32(&self.features_f32);
         let mut views = vec![
             (
                 "features",

@@ -17,6 +17,7 @@ pub mod error;
 pub mod features;
 pub mod idx;
 pub mod io;
+pub mod mapped;
 pub mod npy;
 pub mod npz;
 pub mod safetensors;
@@ -32,4 +33,5 @@ pub use features::{
 };
 pub use idx::{load_mnist_dir, ImageSet};
 pub use io::write_atomic;
+pub use mapped::MappedFloats;
 pub use synthetic::{SyntheticData, SyntheticSpec, SyntheticSplit};

@@ -16,12 +16,16 @@
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
+use std::sync::Arc;
+
+use memmap2::Mmap;
 
 use crate::array::{
     element_count, fortran_to_c_order, read_elements, shape_string, write_elements,
 };
 use crate::array::{ArrayView, DType, NpyArray};
 use crate::error::{DataError, Result};
+use crate::mapped::{map_file, MappedFloats};
 
 /// The six magic bytes every `.npy` file starts with.
 pub const NPY_MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -98,6 +102,32 @@ impl NpyProblem {
             NpyProblem::Io(e) => DataError::io(path, "reading", e),
         }
     }
+}
+
+/// The float array of the `.npy` bytes `map[start..start + len]`, in place, when it is a
+/// little-endian float32/float64 array in C order whose data fill the rest of those bytes;
+/// `None` for anything else (the copying reader then reads it or reports the problem).
+pub(crate) fn map_float_array(
+    map: Arc<Mmap>,
+    start: usize,
+    len: usize,
+) -> Option<(Vec<usize>, MappedFloats)> {
+    let bytes = map.get(start..start.checked_add(len)?)?;
+    let header = read_header(&mut &bytes[..]).ok()?;
+    let count = header.element_count()?;
+    if header.fortran_order || header.data_offset.checked_add(header.data_bytes()?)? != len {
+        return None;
+    }
+    let floats = MappedFloats::new(map, start + header.data_offset, count, header.dtype)?;
+    Some((header.shape, floats))
+}
+
+/// The float array of the `.npy` file `path` in place (see [`map_float_array`]).
+pub(crate) fn map_npy_floats(path: &Path) -> Result<Option<(Vec<usize>, MappedFloats)>> {
+    let file = File::open(path).map_err(|e| DataError::open(path, "a .npy file", e))?;
+    let map = map_file(path, &file)?;
+    let len = map.len();
+    Ok(map_float_array(map, 0, len))
 }
 
 /// Reads a whole `.npy` file.

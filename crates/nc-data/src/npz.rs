@@ -21,6 +21,7 @@ use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
 use crate::array::{ArrayView, NpyArray};
 use crate::error::{DataError, Result};
+use crate::mapped::{crc32, map_file, MappedFloats};
 use crate::npy::{self, NpyProblem};
 
 const FORMAT: &str = ".npz";
@@ -111,6 +112,52 @@ impl NpzReader {
             .map_err(|e| zip_error(path, &format!("member '{member}'"), e))?;
         let size = file.size();
         npy::read_npy_stream(&mut file, Some(size)).map_err(|p| member_error(p, path, &member))
+    }
+
+    /// The float array `name` in place when its member is stored uncompressed as a
+    /// little-endian float32/float64 array in C order (as `np.savez` writes one), after
+    /// checking the member's CRC-32; `Ok(None)` for a missing, compressed or other member,
+    /// which [`NpzReader::read`] then reads or reports.
+    pub fn map_floats(&mut self, name: &str) -> Result<Option<(Vec<usize>, MappedFloats)>> {
+        if !self.contains(name) {
+            return Ok(None);
+        }
+        let member = format!("{name}.npy");
+        let path = &self.path;
+        let (start, size, crc) = {
+            let file = self
+                .archive
+                .by_name(&member)
+                .map_err(|e| zip_error(path, &format!("member '{member}'"), e))?;
+            if file.compression() != CompressionMethod::Stored
+                || file.encrypted()
+                || file.compressed_size() != file.size()
+            {
+                return Ok(None);
+            }
+            match file.data_start() {
+                Some(start) => (start, file.size(), file.crc32()),
+                None => return Ok(None),
+            }
+        };
+        let (Ok(start), Ok(size)) = (usize::try_from(start), usize::try_from(size)) else {
+            return Ok(None);
+        };
+        let file = File::open(path).map_err(|e| DataError::open(path, "a .npz file", e))?;
+        let map = map_file(path, &file)?;
+        let Some(mapped) = npy::map_float_array(map.clone(), start, size) else {
+            return Ok(None);
+        };
+        if crc32(&map[start..start + size]) != crc {
+            return Err(DataError::format(
+                path,
+                FORMAT,
+                format!(
+                    "member '{member}' is corrupt: its data fail the archive's CRC-32 checksum"
+                ),
+            ));
+        }
+        Ok(Some(mapped))
     }
 
     /// Reads every array of the archive.

@@ -23,6 +23,7 @@ use crate::array::{
     element_count, read_elements, shape_string, write_elements, ArrayView, DType, NpyArray,
 };
 use crate::error::{DataError, Result};
+use crate::mapped::{map_file, MappedFloats};
 
 const FORMAT: &str = ".safetensors";
 
@@ -170,6 +171,29 @@ impl SafetensorsReader {
             shape: entry.shape.clone(),
             data,
         })
+    }
+
+    /// The float tensor `name` in place when it is float32/float64 (safetensors data are
+    /// little-endian, C order); `Ok(None)` for a missing or other tensor, which
+    /// [`SafetensorsReader::read`] then reads or reports.
+    pub fn map_floats(&mut self, name: &str) -> Result<Option<(Vec<usize>, MappedFloats)>> {
+        let Some(entry) = self.tensors.get(name) else {
+            return Ok(None);
+        };
+        let Some(dtype @ (DType::F32 | DType::F64)) = parse_dtype(&entry.dtype_name) else {
+            return Ok(None);
+        };
+        let (Some(count), Ok(start)) = (
+            element_count(&entry.shape),
+            usize::try_from(self.data_start + entry.begin),
+        ) else {
+            return Ok(None);
+        };
+        if count.checked_mul(dtype.size()).map(|n| n as u64) != Some(entry.end - entry.begin) {
+            return Ok(None);
+        }
+        let map = map_file(&self.path, self.file.get_ref())?;
+        Ok(MappedFloats::new(map, start, count, dtype).map(|m| (entry.shape.clone(), m)))
     }
 
     /// Reads every tensor.

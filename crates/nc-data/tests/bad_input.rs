@@ -388,6 +388,17 @@ fn broken_npz_files() {
         "{msg}"
     );
 
+    // The same flip read as a feature file, whose stored features are mapped in place.
+    let msg = nc_data::load_feature_file(&corrupt, &nc_data::FeatureKeys::default())
+        .expect_err("a corrupt member must not load")
+        .to_string();
+    assert!(
+        msg.contains("flipped.npz")
+            && msg.contains("member 'features.npy' is corrupt")
+            && msg.contains("checksum"),
+        "{msg}"
+    );
+
     // Garbage inside the compressed stream of a savez_compressed member.
     let mut scrambled = compressed.clone();
     let first_member = scrambled

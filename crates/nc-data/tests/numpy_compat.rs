@@ -268,11 +268,34 @@ fn feature_files_from_numpy_and_safetensors() {
         assert_eq!(set.path, fixture(file));
         check_feature_set(file, &set, &keys);
     }
-    // Precision is kept: float32 stays float32, float64 stays float64.
-    let set = load_feature_file(&fixture("features_savez.npz"), &keys).unwrap();
-    assert!(matches!(set.features, FloatData::F32(_)));
-    let set = load_feature_file(&fixture("features_compressed.npz"), &keys).unwrap();
+    // Precision is kept (float32 stays float32, float64 stays float64); plainly stored
+    // features are read in place from the mapped file, compressed ones are copied.
+    let storage = |file: &str| match load_feature_file(&fixture(file), &keys).unwrap().features {
+        FloatData::Mapped(m) => format!("mapped {}", m.dtype().name()),
+        other => format!("copied {}", other.dtype_name()),
+    };
+    assert_eq!(storage("features_savez.npz"), "mapped float32");
+    assert_eq!(storage("features.safetensors"), "mapped float32");
+    assert_eq!(storage("features_dir"), "mapped float32");
+    assert_eq!(storage("features_compressed.npz"), "copied float64");
+}
+
+#[test]
+fn fortran_order_features_are_copied_into_c_order() {
+    let dir = std::env::temp_dir().join(format!("nc-data-fortran-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(fixture("fortran_f8.npy"), dir.join("features.npy")).unwrap();
+    std::fs::copy(fixture("features_dir/labels.npy"), dir.join("labels.npy")).unwrap();
+    let set = load_feature_file(&dir, &FeatureKeys::default()).unwrap();
     assert!(matches!(set.features, FloatData::F64(_)));
+    let expected: Vec<f64> = expected()["fortran_f8.npy"]["array"]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(float_value)
+        .collect();
+    assert_eq!(set.features.to_f64_vec(), expected);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

@@ -52,6 +52,15 @@ pub const RANK_CUTOFF: f64 = 1e-8;
 /// Rows per block of the phase-2 matrix product (and the unit of parallel work).
 const BLOCK_ROWS: usize = 256;
 
+/// The fewest blocks of a batch of `rows` that one parallel piece takes: about four pieces
+/// per thread. Each piece starts fresh accumulators and scratch buffers (megabytes at large
+/// K and d, every page of them faulted in anew), so rayon's default of splitting down to
+/// single blocks spends more on fresh memory than the balance is worth.
+fn blocks_per_piece(rows: usize) -> usize {
+    let blocks = rows.div_ceil(BLOCK_ROWS);
+    blocks.div_ceil(4 * rayon::current_num_threads()).max(1)
+}
+
 /// A feature element type: whatever the input precision, everything accumulates in f64.
 pub trait Feature: Copy + Send + Sync + 'static {
     fn to_f64(self) -> f64;
@@ -70,6 +79,54 @@ impl Feature for f64 {
         self
     }
 }
+
+/// An f32 stored as its 4 little-endian bytes, at any alignment: the elements of a float32
+/// array read in place from a memory-mapped `.npy`/`.npz`/`.safetensors` file, whose data
+/// need not start at a multiple of 4 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct LeF32(pub [u8; 4]);
+
+/// An f64 stored as its 8 little-endian bytes, at any alignment (see [`LeF32`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct LeF64(pub [u8; 8]);
+
+impl Feature for LeF32 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        f32::from_le_bytes(self.0) as f64
+    }
+}
+
+impl Feature for LeF64 {
+    #[inline]
+    fn to_f64(self) -> f64 {
+        f64::from_le_bytes(self.0)
+    }
+}
+
+macro_rules! le_slice {
+    ($name:ident, $bytes:literal) => {
+        impl $name {
+            /// The elements of `bytes`, in place; `None` unless the length is a multiple
+            /// of the element size.
+            pub fn slice_from_bytes(bytes: &[u8]) -> Option<&[$name]> {
+                let (elements, rest) = bytes.as_chunks::<$bytes>();
+                if !rest.is_empty() {
+                    return None;
+                }
+                // SAFETY: the type is repr(transparent) over [u8; N], so a slice of [u8; N]
+                // has the same layout (size N, alignment 1) as a slice of it.
+                Some(unsafe {
+                    std::slice::from_raw_parts(elements.as_ptr().cast::<$name>(), elements.len())
+                })
+            }
+        }
+    };
+}
+le_slice!(LeF32, 4);
+le_slice!(LeF64, 8);
 
 /// The last layer: logits z = W h + b with W (K x d, row-major) and b (K).
 #[derive(Debug, Clone, PartialEq)]
@@ -209,6 +266,7 @@ impl MeanAccumulator {
         let (counts, sums) = features
             .par_chunks(BLOCK_ROWS * dim.max(1))
             .zip(labels.par_chunks(BLOCK_ROWS))
+            .with_min_len(blocks_per_piece(labels.len()))
             .fold(blank, |(mut counts, mut sums), (block, block_labels)| {
                 for (row, &y) in block.chunks_exact(dim).zip(block_labels) {
                     let y = y as usize;
@@ -846,6 +904,7 @@ impl<'p> ScatterAccumulator<'p> {
         let partial = features
             .par_chunks(BLOCK_ROWS * plan.dim.max(1))
             .zip(labels.par_chunks(BLOCK_ROWS))
+            .with_min_len(blocks_per_piece(labels.len()))
             .fold(
                 blank,
                 |(mut state, mut centred, mut outputs, mut dots), (block, block_labels)| {

@@ -3,7 +3,7 @@
 
 use faer::Mat;
 use nc_math::metrics::{
-    compute_metrics, ClassMeans, Classifier, MeanAccumulator, MetricsPlan, NcMetrics,
+    compute_metrics, ClassMeans, Classifier, LeF32, LeF64, MeanAccumulator, MetricsPlan, NcMetrics,
 };
 use nc_math::Error;
 use rand::rngs::StdRng;
@@ -679,4 +679,33 @@ fn bad_input_is_an_error_not_a_number() {
         compute_metrics(&features, &[0, 1, 0, 1], 1, 2, Some(&clf), None),
         Err(Error::Mismatch(_))
     ));
+}
+
+/// Features read in place from a file are little-endian bytes at any alignment: they must give
+/// exactly the metrics of the same values held as f32 / f64.
+#[test]
+fn unaligned_little_endian_features_give_the_same_metrics() {
+    let mut rng = StdRng::seed_from_u64(41);
+    let data = random_data(&mut rng, 6, 9, 2.0, 0.7);
+    let clf = Classifier::new(6, 9, gaussian(&mut rng, 54), Some(gaussian(&mut rng, 6))).unwrap();
+
+    let as_f32: Vec<f32> = data.features.iter().map(|&x| x as f32).collect();
+    // Two bytes of padding first, as in an np.savez member whose data start at offset 190.
+    let mut bytes32 = vec![0u8; 2];
+    bytes32.extend(as_f32.iter().flat_map(|x| x.to_le_bytes()));
+    let le32 = LeF32::slice_from_bytes(&bytes32[2..]).unwrap();
+    assert_eq!(le32.len(), as_f32.len());
+    let expected = compute_metrics(&as_f32, &data.labels, 9, 6, Some(&clf), None).unwrap();
+    let got = compute_metrics(le32, &data.labels, 9, 6, Some(&clf), None).unwrap();
+    assert_eq!(got, expected);
+
+    let mut bytes64 = vec![0u8; 3];
+    bytes64.extend(data.features.iter().flat_map(|x| x.to_le_bytes()));
+    let le64 = LeF64::slice_from_bytes(&bytes64[3..]).unwrap();
+    let expected = compute_metrics(&data.features, &data.labels, 9, 6, Some(&clf), None).unwrap();
+    let got = compute_metrics(le64, &data.labels, 9, 6, Some(&clf), None).unwrap();
+    assert_eq!(got, expected);
+
+    assert!(LeF32::slice_from_bytes(&bytes32[..7]).is_none());
+    assert!(LeF64::slice_from_bytes(&bytes64[..12]).is_none());
 }

@@ -2,7 +2,10 @@
 
 use anyhow::{bail, Context, Result};
 use nc_data::features::{load_feature_file, FeatureKeys, FeatureSet, FloatData};
-use nc_math::metrics::{ClassMeans, Classifier, MeanAccumulator, MetricsPlan, NcMetrics};
+use nc_data::DType;
+use nc_math::metrics::{
+    ClassMeans, Classifier, LeF32, LeF64, MeanAccumulator, MetricsPlan, NcMetrics,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -77,13 +80,34 @@ fn with_path<T>(path: &Path, result: nc_math::Result<T>) -> Result<T> {
     result.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+/// Evaluates `$body` with `$features` bound to the file's features as a slice of their
+/// stored element type (f32, f64, or little-endian elements read in place from the file),
+/// so the metrics run on the data as stored, without a converted copy.
+macro_rules! with_stored_features {
+    ($set:expr, |$features:ident| $body:expr) => {
+        match &$set.features {
+            FloatData::F32($features) => $body,
+            FloatData::F64($features) => $body,
+            FloatData::Mapped(mapped) => match mapped.dtype() {
+                DType::F32 => {
+                    let $features = LeF32::slice_from_bytes(mapped.bytes())
+                        .context("internal: mapped float32 data of a partial element")?;
+                    $body
+                }
+                _ => {
+                    let $features = LeF64::slice_from_bytes(mapped.bytes())
+                        .context("internal: mapped float64 data of a partial element")?;
+                    $body
+                }
+            },
+        }
+    };
+}
+
 /// Phase 1 over a file's features: its class means, checked against K.
 fn class_means_of(set: &FeatureSet, num_classes: usize) -> Result<ClassMeans> {
     let mut acc = MeanAccumulator::new(num_classes, set.dim);
-    let added = match &set.features {
-        FloatData::F32(v) => acc.add_batch(v, &set.labels),
-        FloatData::F64(v) => acc.add_batch(v, &set.labels),
-    };
+    let added = with_stored_features!(set, |features| acc.add_batch(features, &set.labels));
     with_path(&set.path, added)?;
     with_path(&set.path, acc.finish())
 }
@@ -117,10 +141,7 @@ pub fn analyze(set: &FeatureSet, reference: Option<&ClassMeans>) -> Result<NcMet
     )
     .with_context(|| format!("cannot measure {}", path.display()))?;
     let mut scatter = plan.accumulator();
-    let added = match &set.features {
-        FloatData::F32(v) => scatter.add_batch(v, &set.labels),
-        FloatData::F64(v) => scatter.add_batch(v, &set.labels),
-    };
+    let added = with_stored_features!(set, |features| scatter.add_batch(features, &set.labels));
     with_path(path, added)?;
     with_path(path, scatter.finish())
 }
