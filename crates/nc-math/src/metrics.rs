@@ -38,6 +38,9 @@
 //! ||Q^T (h - m_k)||^2 = ||q||^2 + 2 q.(a_y - c_k) + ||a_y - c_k||^2 with q = Q^T (h - mu_y),
 //! a_y = Q^T (mu_y - m_G), c_k = Q^T (m_k - m_G); the part of h - m_k outside span(Q) is the
 //! same for every k up to the truncated singular values (below 1e-8 of the largest).
+//! For f32 features with a classifier, the logits go through an f32 product instead (twice
+//! the speed) with a proved error bound; the classes that bound cannot separate are compared
+//! in f64 as above, so the decisions are those of the f64 path (`F32Logits`).
 //! Both phases take batches in any order and merge across shards.
 
 use crate::{Error, Result};
@@ -63,13 +66,29 @@ fn blocks_per_piece(rows: usize) -> usize {
 
 /// A feature element type: whatever the input precision, everything accumulates in f64.
 pub trait Feature: Copy + Send + Sync + 'static {
+    /// Whether every value is an f32 exactly ([`Feature::to_f32`] loses nothing): then the
+    /// classifier's decisions may use f32 logits under a proved error bound (see the
+    /// module documentation).
+    const EXACT_F32: bool = false;
+
     fn to_f64(self) -> f64;
+
+    fn to_f32(self) -> f32 {
+        self.to_f64() as f32
+    }
 }
 
 impl Feature for f32 {
+    const EXACT_F32: bool = true;
+
     #[inline]
     fn to_f64(self) -> f64 {
         self as f64
+    }
+
+    #[inline]
+    fn to_f32(self) -> f32 {
+        self
     }
 }
 
@@ -93,9 +112,16 @@ pub struct LeF32(pub [u8; 4]);
 pub struct LeF64(pub [u8; 8]);
 
 impl Feature for LeF32 {
+    const EXACT_F32: bool = true;
+
     #[inline]
     fn to_f64(self) -> f64 {
         f32::from_le_bytes(self.0) as f64
+    }
+
+    #[inline]
+    fn to_f32(self) -> f32 {
+        f32::from_le_bytes(self.0)
     }
 }
 
@@ -520,6 +546,92 @@ fn mat_mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
     out
 }
 
+/// The classifier's decisions (`accuracy`, `nc4`) from f32 logits, for features that are
+/// f32 values: the f32 product W h runs at twice the f64 speed, and a proved bound on its
+/// error decides which classes can still be the f64 argmax.
+///
+/// For a sample h with logits z_k = w_k.h + b_k, let z32_k be the f32 product of the
+/// f32-rounded w_k with h plus b_k in f64, and z64_k the f64 logit of the exact path
+/// (w_k.(h - mu_y) + (w_k.mu_y + b_k)). With u32 = 2^-24, u64 = 2^-53, A = max_k ||w_k|| ||h||
+/// and gamma_n = n u / (1 - n u), for every k (Cauchy-Schwarz bounds sum_j |w_kj h_j| by A;
+/// the bound holds for any order of summation, with or without FMA):
+///
+/// |z32_k - z_k| <= (gamma32_d (1 + u32) + u32) A + 2 sqrt(d) ||h|| 2^-149 + 2 d 2^-126
+///                  + 2 u64 (A + |b|)   (rounding of W to f32, underflow, adding b)
+/// |z64_k - z_k| <= gamma64_{d+4} (max_k ||w_k|| (||h|| + 3 ||mu_y||) + 2 |b|) + (d + 4) 2^-1022
+///
+/// With B above the sum of both (times 1.01), a class whose z32 is more than 2B below the
+/// largest z32 has a smaller z64 than the class of the largest z32, so the f64 argmax is
+/// among the classes within 2B of the top: when that is one class it is the decision; else
+/// those classes' z64 are computed and compared as on the exact path. Samples whose f32
+/// product could overflow, or gives a non-finite value, take every class as a candidate.
+struct F32Logits {
+    /// W rounded to f32, K x d.
+    weight: Mat<f32>,
+    bias: Vec<f64>,
+    /// max_k ||w_k|| and max_k |b_k|.
+    max_row_norm: f64,
+    max_abs_bias: f64,
+    /// ||mu_y|| per class.
+    mean_norms: Vec<f64>,
+    /// gamma32_d (1 + u32) + u32.
+    relative_f32: f64,
+    /// gamma64_{d+4}.
+    relative_f64: f64,
+    dim: usize,
+}
+
+/// Above this |W||h|, an f32 product may overflow (f32::MAX is 3.4e38).
+const F32_PRODUCT_LIMIT: f64 = 1e36;
+
+impl F32Logits {
+    /// `None` when d is so large that f32 sums carry no guarantee.
+    fn new(classifier: &Classifier, own: &ClassMeans) -> Option<Self> {
+        let (k, d) = (classifier.num_classes, classifier.dim);
+        let gamma = |n: usize, u: f64| {
+            let nu = n as f64 * u;
+            (nu < 0.5).then(|| nu / (1.0 - nu))
+        };
+        let (u32_, u64_) = (f64::from(f32::EPSILON) / 2.0, f64::EPSILON / 2.0);
+        let relative_f32 = gamma(d, u32_)? * (1.0 + u32_) + u32_;
+        let relative_f64 = gamma(d + 4, u64_)?;
+        let weight = Mat::from_fn(k, d, |c, j| classifier.row(c)[j] as f32);
+        let max_row_norm = (0..k)
+            .map(|c| crate::vector::dot(classifier.row(c), classifier.row(c)).sqrt())
+            .fold(0.0, f64::max);
+        Some(Self {
+            weight,
+            bias: classifier.bias.clone(),
+            max_row_norm,
+            max_abs_bias: classifier.bias.iter().fold(0.0, |m, b| b.abs().max(m)),
+            mean_norms: (0..k)
+                .map(|y| crate::vector::dot(own.mean(y), own.mean(y)).sqrt())
+                .collect(),
+            relative_f32,
+            relative_f64,
+            dim: d,
+        })
+    }
+
+    /// B for a sample of class y with ||h|| <= `norm`; infinite where f32 could overflow.
+    fn error_bound(&self, norm: f64, y: usize) -> f64 {
+        let a = self.max_row_norm * norm;
+        if a.is_nan() || a >= F32_PRODUCT_LIMIT {
+            return f64::INFINITY;
+        }
+        let d = self.dim as f64;
+        let u64_ = f64::EPSILON / 2.0;
+        let f32_part = self.relative_f32 * a
+            + 2.0 * d.sqrt() * norm * 2f64.powi(-149)
+            + 2.0 * d * 2f64.powi(-126)
+            + 2.0 * u64_ * (a + self.max_abs_bias);
+        let f64_part = self.relative_f64
+            * (self.max_row_norm * (norm + 3.0 * self.mean_norms[y]) + 2.0 * self.max_abs_bias)
+            + (d + 4.0) * 2f64.powi(-1022);
+        1.01 * (f32_part + f64_part)
+    }
+}
+
 /// Class-level metrics (no sample needed) that need the classifier.
 struct ClassifierMetrics {
     nc2: f64,
@@ -545,6 +657,8 @@ pub struct MetricsPlan {
     inv_sq_singular: Vec<f64>,
     /// (W mu_y + b)_k, K x K row-major (y, k).
     logit_offset: Vec<f64>,
+    /// The f32 route to the classifier's decisions, for f32 features (with a classifier).
+    f32_logits: Option<F32Logits>,
     /// First row of the Q-projections q = Q^T c among the functional outputs.
     ncc_rows: std::ops::Range<usize>,
     /// c_k = Q^T (m_k - m_G): reference means in Q-coordinates, K x r_q (row k = class k).
@@ -652,6 +766,7 @@ impl MetricsPlan {
                 .collect(),
         };
         Ok(Self {
+            f32_logits: classifier.and_then(|clf| F32Logits::new(clf, own)),
             num_classes: k,
             dim: d,
             own_means: own.means.clone(),
@@ -788,46 +903,78 @@ impl ScatterState {
         self.ncc_mismatch += other.ncc_mismatch;
     }
 
-    /// Processes at most `BLOCK_ROWS` samples with one matrix product.
+    /// Processes at most `BLOCK_ROWS` samples with one f64 matrix product (and, for f32
+    /// features with a classifier, one f32 product for the logits; see [`F32Logits`]).
     fn add_block<T: Feature>(
         &mut self,
         plan: &MetricsPlan,
         features: &[T],
         labels: &[u32],
-        centred: &mut Vec<f64>,
-        outputs: &mut Mat<f64>,
-        ncc_dots: &mut Mat<f64>,
+        scratch: &mut Scratch,
     ) {
         let (k, d, rows) = (plan.num_classes, plan.dim, labels.len());
+        let f32_logits = plan.f32_logits.as_ref().filter(|_| T::EXACT_F32);
+        let Scratch {
+            centred,
+            block_f32,
+            norms,
+            outputs,
+            logits_f32,
+            ncc_dots,
+        } = scratch;
         centred.clear();
+        block_f32.clear();
+        norms.clear();
         for (row, &y) in features.chunks_exact(d).zip(labels) {
             let y = y as usize;
             let mean = &plan.own_means[y * d..(y + 1) * d];
             let start = centred.len();
             centred.extend(row.iter().zip(mean).map(|(&h, &mu)| h.to_f64() - mu));
             let deviation = &centred[start..];
-            self.deviation_sq[y] += crate::vector::dot(deviation, deviation);
+            let deviation_sq = crate::vector::dot(deviation, deviation);
+            self.deviation_sq[y] += deviation_sq;
             self.class_counts[y] += 1;
+            if let Some(logits) = f32_logits {
+                block_f32.extend(row.iter().map(|&h| h.to_f32()));
+                // ||h|| <= ||h - mu_y|| + ||mu_y||: the bound needs no more than that.
+                norms.push(deviation_sq.sqrt() + logits.mean_norms[y]);
+            }
         }
+        // With f32 logits, the f64 product skips W's rows of the functionals.
+        let skipped = if f32_logits.is_some() {
+            plan.classifier_rows()
+        } else {
+            0
+        };
+        let functionals = plan
+            .functionals
+            .as_ref()
+            .subrows(skipped, plan.functionals.nrows() - skipped);
         let centred_t = MatRef::from_column_major_slice(centred, d, rows);
-        if outputs.ncols() != rows {
-            *outputs = Mat::zeros(plan.functionals.nrows(), rows);
-        }
+        resize(outputs, functionals.nrows(), rows);
         matmul(
             outputs.as_mut(),
             Accum::Replace,
-            plan.functionals.as_ref(),
+            functionals,
             centred_t,
             1.0,
             Par::Seq,
         );
-        // q.c_k for every sample and class: (K x r_q) (r_q x rows).
-        let q = outputs
-            .as_ref()
-            .subrows(plan.ncc_rows.start, plan.ncc_rows.len());
-        if ncc_dots.ncols() != rows {
-            *ncc_dots = Mat::zeros(k, rows);
+        if let Some(logits) = f32_logits {
+            resize(logits_f32, k, rows);
+            matmul(
+                logits_f32.as_mut(),
+                Accum::Replace,
+                logits.weight.as_ref(),
+                MatRef::from_column_major_slice(block_f32, d, rows),
+                1.0,
+                Par::Seq,
+            );
         }
+        let ncc_rows = plan.ncc_rows.start - skipped..plan.ncc_rows.end - skipped;
+        // q.c_k for every sample and class: (K x r_q) (r_q x rows).
+        let q = outputs.as_ref().subrows(ncc_rows.start, ncc_rows.len());
+        resize(ncc_dots, k, rows);
         matmul(
             ncc_dots.as_mut(),
             Accum::Replace,
@@ -837,17 +984,18 @@ impl ScatterState {
             Par::Seq,
         );
 
-        let (wr, r, rq) = (plan.classifier_rows(), plan.rank(), plan.ncc_rows.len());
+        let (wr, r, rq) = (plan.classifier_rows(), plan.rank(), ncc_rows.len());
+        let projections = wr - skipped..wr - skipped + r;
         for (i, &y) in labels.iter().enumerate() {
             let y = y as usize;
             let out = outputs.col_as_slice(i);
-            for (acc, &p) in self.projected_sq.iter_mut().zip(&out[wr..wr + r]) {
+            for (acc, &p) in self.projected_sq.iter_mut().zip(&out[projections.clone()]) {
                 *acc += p * p;
             }
             // Squared NCC distance up to a k-independent term:
             // ||q + a_y - c_k||^2 - ||q||^2 = 2 q.a_y - 2 q.c_k + ||a_y - c_k||^2.
             let qa = dot(
-                &out[plan.ncc_rows.clone()],
+                &out[ncc_rows.clone()],
                 &plan.ncc_anchor[y * rq..(y + 1) * rq],
             );
             let dots = ncc_dots.col_as_slice(i);
@@ -855,17 +1003,89 @@ impl ScatterState {
             if ncc == y {
                 self.ncc_correct += 1;
             }
-            if wr > 0 {
-                let offsets = &plan.logit_offset[y * k..(y + 1) * k];
-                let predicted = argmin(out[..k].iter().zip(offsets).map(|(z, o)| -(z + o)));
-                if predicted == y {
-                    self.correct += 1;
+            if wr == 0 {
+                continue;
+            }
+            let offsets = &plan.logit_offset[y * k..(y + 1) * k];
+            let predicted = match f32_logits {
+                None => argmin(out[..k].iter().zip(offsets).map(|(z, o)| -(z + o))),
+                Some(logits) => {
+                    let centred_row = &centred[i * d..(i + 1) * d];
+                    let exact = |c: usize| {
+                        let w = plan.classifier.as_ref().map_or(&[][..], |clf| clf.row(c));
+                        dot(w, centred_row) + offsets[c]
+                    };
+                    logits.decide(logits_f32.col_as_slice(i), norms[i], y, exact)
                 }
-                if predicted != ncc {
-                    self.ncc_mismatch += 1;
-                }
+            };
+            if predicted == y {
+                self.correct += 1;
+            }
+            if predicted != ncc {
+                self.ncc_mismatch += 1;
             }
         }
+    }
+}
+
+/// Reusable buffers of one parallel piece of phase 2.
+struct Scratch {
+    /// Class-centred samples h - mu_y, f64, one after the other.
+    centred: Vec<f64>,
+    /// The samples as f32 (only on the f32-logit route) and upper bounds on their norms.
+    block_f32: Vec<f32>,
+    norms: Vec<f64>,
+    /// Functional outputs (m x rows), f32 logits (K x rows), NCC dot products (K x rows).
+    outputs: Mat<f64>,
+    logits_f32: Mat<f32>,
+    ncc_dots: Mat<f64>,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self {
+            centred: Vec::new(),
+            block_f32: Vec::new(),
+            norms: Vec::new(),
+            outputs: Mat::zeros(0, 0),
+            logits_f32: Mat::zeros(0, 0),
+            ncc_dots: Mat::zeros(0, 0),
+        }
+    }
+}
+
+fn resize<T: faer::traits::ComplexField>(m: &mut Mat<T>, rows: usize, cols: usize) {
+    if (m.nrows(), m.ncols()) != (rows, cols) {
+        *m = Mat::zeros(rows, cols);
+    }
+}
+
+impl F32Logits {
+    /// The argmax over classes of the exact path's logits `exact(c)` (first class on ties,
+    /// as `argmin` of their negatives), decided from the f32 products `z32` = W h (no bias)
+    /// wherever the bound allows.
+    fn decide(&self, z32: &[f32], norm: f64, y: usize, exact: impl Fn(usize) -> f64) -> usize {
+        let bound = self.error_bound(norm, y);
+        let z = |c: usize| f64::from(z32[c]) + self.bias[c];
+        let classes = 0..z32.len();
+        let certified = bound.is_finite() && classes.clone().all(|c| z(c).is_finite());
+        let top = classes.clone().map(z).fold(f64::NEG_INFINITY, f64::max);
+        let floor = top - 2.0 * bound;
+        let mut candidates = classes.filter(|&c| !certified || z(c) >= floor);
+        let Some(first) = candidates.next() else {
+            return 0;
+        };
+        let Some(second) = candidates.next() else {
+            return first;
+        };
+        let mut best = (first, -exact(first));
+        for c in std::iter::once(second).chain(candidates) {
+            let value = -exact(c);
+            if value < best.1 {
+                best = (c, value);
+            }
+        }
+        best.0
     }
 }
 
@@ -893,32 +1113,15 @@ impl<'p> ScatterAccumulator<'p> {
     pub fn add_batch<T: Feature>(&mut self, features: &[T], labels: &[u32]) -> Result<()> {
         let plan = self.plan;
         check_batch(features, labels, plan.dim, plan.num_classes, self.rows_seen)?;
-        let blank = || {
-            (
-                ScatterState::new(plan),
-                Vec::new(),
-                Mat::zeros(0, 0),
-                Mat::zeros(0, 0),
-            )
-        };
+        let blank = || (ScatterState::new(plan), Scratch::default());
         let partial = features
             .par_chunks(BLOCK_ROWS * plan.dim.max(1))
             .zip(labels.par_chunks(BLOCK_ROWS))
             .with_min_len(blocks_per_piece(labels.len()))
-            .fold(
-                blank,
-                |(mut state, mut centred, mut outputs, mut dots), (block, block_labels)| {
-                    state.add_block(
-                        plan,
-                        block,
-                        block_labels,
-                        &mut centred,
-                        &mut outputs,
-                        &mut dots,
-                    );
-                    (state, centred, outputs, dots)
-                },
-            )
+            .fold(blank, |(mut state, mut scratch), (block, block_labels)| {
+                state.add_block(plan, block, block_labels, &mut scratch);
+                (state, scratch)
+            })
             .map(|(state, ..)| state)
             .reduce(
                 || ScatterState::new(plan),

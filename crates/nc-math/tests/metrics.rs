@@ -709,3 +709,97 @@ fn unaligned_little_endian_features_give_the_same_metrics() {
     assert!(LeF32::slice_from_bytes(&bytes32[..7]).is_none());
     assert!(LeF64::slice_from_bytes(&bytes64[..12]).is_none());
 }
+
+/// argmax_k (W h + b)_k in plain f64, first class on ties: the decision f32 features with a
+/// classifier must reproduce, whatever route the engine takes to it.
+fn decisions(features: &[f64], dim: usize, clf: &Classifier) -> Vec<u32> {
+    let k = clf.num_classes();
+    features
+        .chunks(dim)
+        .map(|h| {
+            let mut best = (0, f64::NEG_INFINITY);
+            for c in 0..k {
+                let w = &clf.weight()[c * dim..(c + 1) * dim];
+                let z = w.iter().zip(h).map(|(a, b)| a * b).sum::<f64>() + clf.bias()[c];
+                if z > best.1 {
+                    best = (c, z);
+                }
+            }
+            best.0 as u32
+        })
+        .collect()
+}
+
+/// f32 features with a classifier take the f32-logit route (a proved error bound, f64 for
+/// the classes it cannot separate). Labelled with the exact f64 decisions, every sample must
+/// count as correct, also where two classifier rows differ at or below f32 resolution (a
+/// route that trusted f32 logits gets some of those wrong) and where f32 products overflow;
+/// the same values given as f64 (the all-f64 route) must agree exactly.
+#[test]
+fn f32_logits_reproduce_the_exact_decisions() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let (k, d, n) = (5, 12, 600);
+    // Rows 2 and 3 apart by 1e-10 (f32 rounds them to the same row) or 1e-7 relative (f32
+    // products of that accuracy order them wrongly now and then); at 1e19, f32 W h overflows.
+    for (scale, apart) in [(1.0f64, 1e-10), (1.0, 1e-7), (1e19, 1e-7)] {
+        let mut weight = gaussian(&mut rng, k * d);
+        for j in 0..d {
+            weight[2 * d + j] *= 4.0;
+            weight[3 * d + j] = weight[2 * d + j] * (1.0 + apart * rng.random_range(-1.0..1.0));
+        }
+        let weight: Vec<f64> = weight.iter().map(|w| w * scale).collect();
+        let mut bias = gaussian(&mut rng, k);
+        bias[3] = bias[2];
+        let clf = Classifier::new(k, d, weight, Some(bias)).unwrap();
+        let as_f32: Vec<f32> = gaussian(&mut rng, n * d)
+            .iter()
+            .map(|&x| (x * scale) as f32)
+            .collect();
+        let widened: Vec<f64> = as_f32.iter().map(|&x| f64::from(x)).collect();
+        let labels = decisions(&widened, d, &clf);
+        let counts = (0..k as u32).map(|c| labels.iter().filter(|&&y| y == c).count());
+        let counts: Vec<usize> = counts.collect();
+        assert!(
+            counts[2] >= 20 && counts[3] >= 20,
+            "near-tied classes too rare: {counts:?}"
+        );
+        assert!(!counts.contains(&0), "every class must occur: {counts:?}");
+        let via_f32 = compute_metrics(&as_f32, &labels, d, k, Some(&clf), None).unwrap();
+        let via_f64 = compute_metrics(&widened, &labels, d, k, Some(&clf), None).unwrap();
+        assert_eq!(via_f32.accuracy, Some(1.0), "scale {scale}");
+        assert_eq!(via_f64.accuracy, Some(1.0), "scale {scale}");
+        assert_eq!(via_f32.nc4, via_f64.nc4, "scale {scale}");
+        assert_metrics_close(&via_f32, &via_f64, 1e-12);
+    }
+}
+
+/// Exact ties (two identical classifier rows and biases) go to the first class on both
+/// routes, and random data give identical decisions on both.
+#[test]
+fn f32_logits_break_ties_like_the_f64_path() {
+    let mut rng = StdRng::seed_from_u64(29);
+    for &(k, d) in &[(3, 5), (6, 20), (10, 64), (4, 300)] {
+        let data = random_data(&mut rng, k, d, 1.0, 0.7);
+        let as_f32: Vec<f32> = data.features.iter().map(|&x| x as f32).collect();
+        let widened = Data {
+            features: as_f32.iter().map(|&x| f64::from(x)).collect(),
+            ..data
+        };
+        let mut weight = gaussian(&mut rng, k * d);
+        let mut bias = gaussian(&mut rng, k);
+        weight.copy_within(0..d, d);
+        bias[1] = bias[0];
+        let clf = Classifier::new(k, d, weight, Some(bias)).unwrap();
+        let via_f32 = compute_metrics(&as_f32, &widened.labels, d, k, Some(&clf), None).unwrap();
+        let via_f64 = metrics_of(&widened, Some(&clf));
+        assert_eq!(
+            (via_f32.accuracy, via_f32.nc4),
+            (via_f64.accuracy, via_f64.nc4),
+            "K={k}, d={d}"
+        );
+        assert_metrics_close(&via_f32, &brute_force(&widened, Some(&clf), None).0, 1e-9);
+        // Class 1 duplicates class 0, so no sample is ever predicted 1.
+        let predicted_one = decisions(&widened.features, d, &clf).contains(&1);
+        assert!(!predicted_one);
+    }
+}
