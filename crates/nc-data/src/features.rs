@@ -284,7 +284,9 @@ impl ArraySource for NpyDirectory {
         if !self.contains(key) {
             return Ok(None);
         }
-        crate::npy::map_npy_floats(&self.dir.join(format!("{key}.npy")))
+        Ok(crate::npy::map_npy_floats(
+            &self.dir.join(format!("{key}.npy")),
+        ))
     }
 }
 

@@ -6,19 +6,18 @@
 //! machine, against ~0.01 s to map the same file from the page cache). So when the features
 //! are stored plainly in the file (a `.npy` file, an uncompressed `.npz` member, a
 //! `.safetensors` tensor; float32 or float64, C order) the loader keeps a view of the file's
-//! bytes instead of a vector. The elements stay little-endian and need not be aligned.
+//! bytes instead of a vector. The elements stay little-endian and need not be aligned. A file
+//! that cannot be mapped (a pipe, a file system without mmap) is read the ordinary way.
 //!
 //! A mapped file must not be truncated or rewritten in place while it is mapped (nclab's
 //! own writers never do: they write a temporary file and rename it over the old one).
 
 use std::fs::File;
-use std::path::Path;
 use std::sync::Arc;
 
 use memmap2::Mmap;
 
 use crate::array::DType;
-use crate::error::{DataError, Result};
 
 /// `len` little-endian float32 or float64 elements at byte `start` of a mapped file.
 #[derive(Clone)]
@@ -116,12 +115,12 @@ impl MappedFloats {
     }
 }
 
-/// Maps `file` (opened from `path`) read-only.
-pub(crate) fn map_file(path: &Path, file: &File) -> Result<Arc<Mmap>> {
+/// Maps `file` read-only; `None` where it cannot be mapped (an empty file, a pipe, a file
+/// system without mmap), which the callers then read the ordinary way.
+pub(crate) fn map_file(file: &File) -> Option<Arc<Mmap>> {
     // SAFETY: the mapping is read-only and private to this process; it stays valid as long as
     // no process truncates or rewrites the file in place while it is mapped (module docs).
-    let map = unsafe { Mmap::map(file) }.map_err(|e| DataError::io(path, "memory-mapping", e))?;
-    Ok(Arc::new(map))
+    unsafe { Mmap::map(file) }.ok().map(Arc::new)
 }
 
 /// The CRC-32 (zip's polynomial) of `bytes`, computed on two threads for large inputs.

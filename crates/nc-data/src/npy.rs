@@ -122,12 +122,12 @@ pub(crate) fn map_float_array(
     Some((header.shape, floats))
 }
 
-/// The float array of the `.npy` file `path` in place (see [`map_float_array`]).
-pub(crate) fn map_npy_floats(path: &Path) -> Result<Option<(Vec<usize>, MappedFloats)>> {
-    let file = File::open(path).map_err(|e| DataError::open(path, "a .npy file", e))?;
-    let map = map_file(path, &file)?;
+/// The float array of the `.npy` file `path` in place (see [`map_float_array`]); `None` also
+/// where the file cannot be opened or mapped, for [`read_npy`] to read or report.
+pub(crate) fn map_npy_floats(path: &Path) -> Option<(Vec<usize>, MappedFloats)> {
+    let map = map_file(&File::open(path).ok()?)?;
     let len = map.len();
-    Ok(map_float_array(map, 0, len))
+    map_float_array(map, 0, len)
 }
 
 /// Reads a whole `.npy` file.

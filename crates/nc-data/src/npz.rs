@@ -5,6 +5,8 @@
 //! into its typed vector: a 400 MB float32 member costs 400 MB of memory, with no copy of the
 //! file and no conversion to f64. The member's size from the zip directory is checked against
 //! the `.npy` header before reading, and the zip CRC-32 is verified at the end of the member.
+//! [`NpzReader::map_floats`] instead gives a stored float member in place from the mapped
+//! file (after the same CRC-32 check), as the feature loader does for `features`.
 //!
 //! Writing produces stored (uncompressed) members in a fixed order with a fixed timestamp
 //! (1980-01-01), so the same arrays always give the same bytes; the file is written
@@ -143,8 +145,9 @@ impl NpzReader {
         let (Ok(start), Ok(size)) = (usize::try_from(start), usize::try_from(size)) else {
             return Ok(None);
         };
-        let file = File::open(path).map_err(|e| DataError::open(path, "a .npz file", e))?;
-        let map = map_file(path, &file)?;
+        let Some(map) = File::open(path).ok().as_ref().and_then(map_file) else {
+            return Ok(None);
+        };
         let Some(mapped) = npy::map_float_array(map.clone(), start, size) else {
             return Ok(None);
         };
