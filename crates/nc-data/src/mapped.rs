@@ -74,19 +74,10 @@ impl MappedFloats {
 
     /// Element `i` as f64.
     pub fn get(&self, i: usize) -> Option<f64> {
-        if i >= self.len {
-            return None;
-        }
-        let size = self.dtype.size();
-        let at = self.start + i * size;
-        let bytes = &self.map[at..at + size];
-        Some(match self.dtype {
-            DType::F32 => f64::from(f32::from_le_bytes(bytes.try_into().ok()?)),
-            _ => f64::from_le_bytes(bytes.try_into().ok()?),
-        })
+        (i < self.len).then(|| self.to_f64_range(i..i + 1)[0])
     }
 
-    /// Elements `range` as f64.
+    /// Elements `range` as f64. Panics if the range is out of bounds.
     pub fn to_f64_range(&self, range: std::ops::Range<usize>) -> Vec<f64> {
         let size = self.dtype.size();
         let bytes = &self.bytes()[range.start * size..range.end * size];

@@ -568,7 +568,6 @@ fn mat_mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
 struct F32Logits {
     /// W rounded to f32, K x d.
     weight: Mat<f32>,
-    bias: Vec<f64>,
     /// max_k ||w_k|| and max_k |b_k|.
     max_row_norm: f64,
     max_abs_bias: f64,
@@ -583,6 +582,9 @@ struct F32Logits {
 
 /// Above this |W||h|, an f32 product may overflow (f32::MAX is 3.4e38).
 const F32_PRODUCT_LIMIT: f64 = 1e36;
+/// Unit roundoffs u32 = 2^-24 and u64 = 2^-53.
+const UNIT_F32: f64 = f32::EPSILON as f64 / 2.0;
+const UNIT_F64: f64 = f64::EPSILON / 2.0;
 
 impl F32Logits {
     /// `None` when d is so large that f32 sums carry no guarantee.
@@ -592,16 +594,14 @@ impl F32Logits {
             let nu = n as f64 * u;
             (nu < 0.5).then(|| nu / (1.0 - nu))
         };
-        let (u32_, u64_) = (f64::from(f32::EPSILON) / 2.0, f64::EPSILON / 2.0);
-        let relative_f32 = gamma(d, u32_)? * (1.0 + u32_) + u32_;
-        let relative_f64 = gamma(d + 4, u64_)?;
+        let relative_f32 = gamma(d, UNIT_F32)? * (1.0 + UNIT_F32) + UNIT_F32;
+        let relative_f64 = gamma(d + 4, UNIT_F64)?;
         let weight = Mat::from_fn(k, d, |c, j| classifier.row(c)[j] as f32);
         let max_row_norm = (0..k)
             .map(|c| crate::vector::dot(classifier.row(c), classifier.row(c)).sqrt())
             .fold(0.0, f64::max);
         Some(Self {
             weight,
-            bias: classifier.bias.clone(),
             max_row_norm,
             max_abs_bias: classifier.bias.iter().fold(0.0, |m, b| b.abs().max(m)),
             mean_norms: (0..k)
@@ -620,11 +620,10 @@ impl F32Logits {
             return f64::INFINITY;
         }
         let d = self.dim as f64;
-        let u64_ = f64::EPSILON / 2.0;
         let f32_part = self.relative_f32 * a
             + 2.0 * d.sqrt() * norm * 2f64.powi(-149)
             + 2.0 * d * 2f64.powi(-126)
-            + 2.0 * u64_ * (a + self.max_abs_bias);
+            + 2.0 * UNIT_F64 * (a + self.max_abs_bias);
         let f64_part = self.relative_f64
             * (self.max_row_norm * (norm + 3.0 * self.mean_norms[y]) + 2.0 * self.max_abs_bias)
             + (d + 4.0) * 2f64.powi(-1022);
@@ -913,7 +912,12 @@ impl ScatterState {
         scratch: &mut Scratch,
     ) {
         let (k, d, rows) = (plan.num_classes, plan.dim, labels.len());
-        let f32_logits = plan.f32_logits.as_ref().filter(|_| T::EXACT_F32);
+        // The f32 route, with the classifier it was made from (both exist or neither).
+        let f32_logits = plan
+            .f32_logits
+            .as_ref()
+            .zip(plan.classifier.as_ref())
+            .filter(|_| T::EXACT_F32);
         let Scratch {
             centred,
             block_f32,
@@ -934,7 +938,7 @@ impl ScatterState {
             let deviation_sq = crate::vector::dot(deviation, deviation);
             self.deviation_sq[y] += deviation_sq;
             self.class_counts[y] += 1;
-            if let Some(logits) = f32_logits {
+            if let Some((logits, _)) = f32_logits {
                 block_f32.extend(row.iter().map(|&h| h.to_f32()));
                 // ||h|| <= ||h - mu_y|| + ||mu_y||: the bound needs no more than that.
                 norms.push(deviation_sq.sqrt() + logits.mean_norms[y]);
@@ -960,7 +964,7 @@ impl ScatterState {
             1.0,
             Par::Seq,
         );
-        if let Some(logits) = f32_logits {
+        if let Some((logits, _)) = f32_logits {
             resize(logits_f32, k, rows);
             matmul(
                 logits_f32.as_mut(),
@@ -1009,13 +1013,10 @@ impl ScatterState {
             let offsets = &plan.logit_offset[y * k..(y + 1) * k];
             let predicted = match f32_logits {
                 None => argmin(out[..k].iter().zip(offsets).map(|(z, o)| -(z + o))),
-                Some(logits) => {
+                Some((logits, clf)) => {
                     let centred_row = &centred[i * d..(i + 1) * d];
-                    let exact = |c: usize| {
-                        let w = plan.classifier.as_ref().map_or(&[][..], |clf| clf.row(c));
-                        dot(w, centred_row) + offsets[c]
-                    };
-                    logits.decide(logits_f32.col_as_slice(i), norms[i], y, exact)
+                    let exact = |c: usize| dot(clf.row(c), centred_row) + offsets[c];
+                    logits.decide(logits_f32.col_as_slice(i), clf.bias(), norms[i], y, exact)
                 }
             };
             if predicted == y {
@@ -1062,37 +1063,40 @@ fn resize<T: faer::traits::ComplexField>(m: &mut Mat<T>, rows: usize, cols: usiz
 
 impl F32Logits {
     /// The argmax over classes of the exact path's logits `exact(c)` (first class on ties,
-    /// as `argmin` of their negatives), decided from the f32 products `z32` = W h (no bias)
-    /// wherever the bound allows.
-    fn decide(&self, z32: &[f32], norm: f64, y: usize, exact: impl Fn(usize) -> f64) -> usize {
+    /// as `argmin` of their negatives), decided from the f32 products `z32` = W h and the
+    /// bias wherever the bound allows.
+    fn decide(
+        &self,
+        z32: &[f32],
+        bias: &[f64],
+        norm: f64,
+        y: usize,
+        exact: impl Fn(usize) -> f64,
+    ) -> usize {
         let bound = self.error_bound(norm, y);
-        let z = |c: usize| f64::from(z32[c]) + self.bias[c];
+        let z = |c: usize| f64::from(z32[c]) + bias[c];
         let classes = 0..z32.len();
         let certified = bound.is_finite() && classes.clone().all(|c| z(c).is_finite());
         let top = classes.clone().map(z).fold(f64::NEG_INFINITY, f64::max);
         let floor = top - 2.0 * bound;
         let mut candidates = classes.filter(|&c| !certified || z(c) >= floor);
-        let Some(first) = candidates.next() else {
-            return 0;
-        };
-        let Some(second) = candidates.next() else {
-            return first;
-        };
-        let mut best = (first, -exact(first));
-        for c in std::iter::once(second).chain(candidates) {
-            let value = -exact(c);
-            if value < best.1 {
-                best = (c, value);
-            }
+        match (candidates.next(), candidates.clone().next()) {
+            (Some(only), None) => only,
+            (first, _) => argmin_of(first.into_iter().chain(candidates).map(|c| (c, -exact(c)))),
         }
-        best.0
     }
 }
 
 /// Index of the smallest value, the first one on ties.
 fn argmin(values: impl Iterator<Item = f64>) -> usize {
+    argmin_of(values.enumerate())
+}
+
+/// The index paired with the smallest value, the first one on ties (0 when there is none
+/// smaller than +Inf).
+fn argmin_of(indexed: impl Iterator<Item = (usize, f64)>) -> usize {
     let mut best = (0, f64::INFINITY);
-    for (i, v) in values.enumerate() {
+    for (i, v) in indexed {
         if v < best.1 {
             best = (i, v);
         }
