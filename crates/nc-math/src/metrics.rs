@@ -31,16 +31,17 @@
 //! Phase 1 ([`MeanAccumulator`]) sums features per class. Phase 2 ([`MetricsPlan`] +
 //! [`ScatterAccumulator`]) centres each sample on its own class mean first (so nothing
 //! cancels when NC1 -> 0 or the features carry a large common offset), then applies one
-//! matrix product with the functionals [W^T | U | Q], where Q is the truncated singular
-//! basis of the reference means of the NCC rule (Q = U, and no extra rows, when those are
-//! the data's own means). The logits follow as
-//! W (h - mu_y) + (W mu_y + b), the NCC distances as
+//! matrix product with the functionals [U | Q], where Q is the truncated singular basis of
+//! the reference means of the NCC rule (Q = U, and no extra rows, when those are the data's
+//! own means). The NCC distances follow as
 //! ||Q^T (h - m_k)||^2 = ||q||^2 + 2 q.(a_y - c_k) + ||a_y - c_k||^2 with q = Q^T (h - mu_y),
 //! a_y = Q^T (mu_y - m_G), c_k = Q^T (m_k - m_G); the part of h - m_k outside span(Q) is the
 //! same for every k up to the truncated singular values (below 1e-8 of the largest).
-//! For f32 features with a classifier, the logits go through an f32 product instead (twice
-//! the speed) with a proved error bound; the classes that bound cannot separate are compared
-//! in f64 as above, so the decisions are those of the f64 path (`F32Logits`).
+//! The classifier's decisions are those of the f64 logits W (h - mu_y) + (W mu_y + b),
+//! taken from the projections where a proved bound allows (`ProjectedLogits`: every
+//! sample near collapse), else from one logit product over the remaining samples: in f32
+//! for f32 features, under a proved bound with f64 for the classes it cannot separate
+//! (`F32Logits`), in f64 otherwise.
 //! Both phases take batches in any order and merge across shards.
 
 use crate::{Error, Result};
@@ -546,37 +547,232 @@ fn mat_mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
     out
 }
 
-/// The classifier's decisions (`accuracy`, `nc4`) from f32 logits, for features that are
-/// f32 values: the f32 product W h runs at twice the f64 speed, and a proved bound on its
-/// error decides which classes can still be the f64 argmax.
+/// gamma_n = n u / (1 - n u), the relative error bound of an n-term sum of products
+/// rounded with unit roundoff u (any order of summation, with or without FMA); `None` when
+/// n u >= 1/2 (no useful bound).
+fn gamma(n: usize, u: f64) -> Option<f64> {
+    let nu = n as f64 * u;
+    (nu < 0.5).then(|| nu / (1.0 - nu))
+}
+
+/// An upper bound on ||h - mu_y|| from the computed s = fl((h - mu_y).(h - mu_y)) of the
+/// rounded difference: ||fl(h - mu_y) - (h - mu_y)|| <= u ||h - mu_y||, the sum of squares is
+/// within gamma_d of its value, and squares below 2^-1074 may vanish (d 2^-1074 in all).
+fn deviation_norm_bound(deviation_sq: f64, dim: usize) -> f64 {
+    let relative = gamma(dim + 2, UNIT_F64).unwrap_or(f64::INFINITY);
+    deviation_sq.sqrt() * (1.0 + 2.0 * relative) + (dim as f64).sqrt() * 2f64.powi(-536)
+}
+
+/// The error of the exact path's logits: for a sample h of class y, the f64 path computes
+/// z64_k = fl(w_k.c) + fl(w_k.mu_y + b_k) with c = fl(h - mu_y) (one matrix product per
+/// block, then the offset), and with A = max_k ||w_k||, gamma_n for u64 = 2^-53,
+///
+/// |z64_k - (w_k.h + b_k)| <= gamma_{d+4} (A (||h|| + 3 ||mu_y||) + 2 |b|) + (d + 4) 2^-1022,
+///
+/// the last term for products below the normal range. Any f64 evaluation of these logits
+/// (any order of summation) is within this bound, so a decision that holds with twice this
+/// margin is the decision of every one of them.
+struct ExactLogitError {
+    max_row_norm: f64,
+    max_abs_bias: f64,
+    /// ||mu_y|| per class.
+    mean_norms: Vec<f64>,
+    /// gamma64_{d+4}.
+    relative: f64,
+    dim: usize,
+}
+
+impl ExactLogitError {
+    fn new(classifier: &Classifier, own: &ClassMeans) -> Option<Self> {
+        let k = classifier.num_classes;
+        Some(Self {
+            max_row_norm: (0..k)
+                .map(|c| crate::vector::dot(classifier.row(c), classifier.row(c)).sqrt())
+                .fold(0.0, f64::max),
+            max_abs_bias: classifier.bias.iter().fold(0.0, |m, b| b.abs().max(m)),
+            mean_norms: (0..k)
+                .map(|y| crate::vector::dot(own.mean(y), own.mean(y)).sqrt())
+                .collect(),
+            relative: gamma(classifier.dim + 4, UNIT_F64)?,
+            dim: classifier.dim,
+        })
+    }
+
+    /// ||h|| <= ||h - mu_y|| + ||mu_y|| for a sample of class y with ||h - mu_y|| <= `deviation`.
+    fn sample_norm(&self, deviation: f64, y: usize) -> f64 {
+        deviation + self.mean_norms[y]
+    }
+
+    /// The bound above (times 1.01, for the rounding of the norms it is made of) for a
+    /// sample of class y with ||h|| <= `norm`.
+    fn bound(&self, norm: f64, y: usize) -> f64 {
+        let d = self.dim as f64;
+        1.01 * (self.relative
+            * (self.max_row_norm * (norm + 3.0 * self.mean_norms[y]) + 2.0 * self.max_abs_bias)
+            + (d + 4.0) * 2f64.powi(-1022))
+    }
+}
+
+/// The classifier's decisions (`accuracy`, `nc4`) from the NC1 projections, with no product
+/// of W and the sample: where the class means' span captures W (as it does near collapse,
+/// NC3) the logits are the projections' functionals plus a part bounded by Cauchy-Schwarz.
+///
+/// With s the mean row of W (a common shift: argmax_k z_k = argmax_k (z_k - s.h)),
+/// v_k = w_k - s, a_k = U^T v_k (U: the d x r truncated basis of the centred means) and the
+/// residual e_k = v_k - U a_k, a sample h = mu_y + c of class y has, exactly,
+///
+/// z_k - s.h = (v_k.mu_y + b_k) + a_k.(U^T c) + e_k.c,   |e_k.c| <= ||e_k|| ||c||.
+///
+/// The estimate zeta_k = o_yk + a_k.p, with o_yk = fl(v_k.mu_y + b_k) and the computed
+/// projection p = fl(U^T fl(c)) of the NC1 product, is therefore within
+/// T_k = E_k ||c|| + R_y(||c||) of z_k - s.h, where E_k >= ||e_k|| (computed residual norm
+/// plus its rounding: gamma_{r+2} (2 ||v_k|| + ||U||_F ||a_k||)) and R_y collects the
+/// rounding of o, p and zeta (gamma_n for u64 = 2^-53, F = ||U||_F, maxima over k):
+///
+/// R_y(x) = gamma_{d+2} (2 max||v_k|| ||mu_y|| + max|b_k|) + gamma_{r+1} max_k |o_yk|
+///          + max||a_k|| F (gamma_{d+1} + 2 gamma_{r+1}) x + (2d + 2r + 8) 2^-1022.
+///
+/// With X the exact path's error ([`ExactLogitError`]), class j is the strict argmax of the
+/// exact path's logits when zeta_j - T_j - X > zeta_k + T_k + X for every k != j: then the
+/// decision is j, whatever the order of summation. Otherwise the sample goes to the logit
+/// product (f32 under its own bound, or f64).
+struct ProjectedLogits {
+    /// a_k as rows: K x r.
+    coefficients: Mat<f64>,
+    /// o_yk = v_k.mu_y + b_k, K x K row-major (y, k).
+    offsets: Vec<f64>,
+    /// E_k (times 1.01).
+    residual_norms: Vec<f64>,
+    /// R_y(0) per class y, and the slope of R_y in ||c||.
+    rounding_constant: Vec<f64>,
+    rounding_slope: f64,
+    exact: ExactLogitError,
+}
+
+impl ProjectedLogits {
+    /// `basis`: U, d x r with orthonormal columns (up to rounding; the bound does not rely on
+    /// it). `None` when d is so large that the sums carry no guarantee.
+    fn new(classifier: &Classifier, own: &ClassMeans, basis: MatRef<'_, f64>) -> Option<Self> {
+        let (k, d, r) = (classifier.num_classes, classifier.dim, basis.ncols());
+        let exact = ExactLogitError::new(classifier, own)?;
+        let (gamma_r, gamma_d) = (gamma(r + 2, UNIT_F64)?, gamma(d + 2, UNIT_F64)?);
+        let mut shift = vec![0.0; d];
+        for c in 0..k {
+            add_into(&mut shift, classifier.row(c));
+        }
+        shift.iter_mut().for_each(|s| *s /= k as f64);
+        let shifted: Vec<f64> = (0..k * d)
+            .map(|at| classifier.weight[at] - shift[at % d])
+            .collect();
+        let shifted = MatRef::from_row_major_slice(&shifted, k, d);
+        let coefficients = mat_mul(shifted, basis);
+        let in_span = mat_mul(coefficients.as_ref(), basis.transpose());
+        let row_norm = |m: MatRef<'_, f64>, c: usize| {
+            (0..m.ncols())
+                .map(|j| m[(c, j)] * m[(c, j)])
+                .sum::<f64>()
+                .sqrt()
+        };
+        let shifted_norms: Vec<f64> = (0..k).map(|c| row_norm(shifted, c)).collect();
+        let coefficient_norms: Vec<f64> =
+            (0..k).map(|c| row_norm(coefficients.as_ref(), c)).collect();
+        let basis_norm = basis.norm_l2();
+        let residual_norms = (0..k)
+            .map(|c| {
+                let residual = (0..d)
+                    .map(|i| (shifted[(c, i)] - in_span[(c, i)]).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+                1.01 * (residual
+                    + gamma_r * (2.0 * shifted_norms[c] + basis_norm * coefficient_norms[c]))
+            })
+            .collect();
+        let means = MatRef::from_row_major_slice(&own.means, k, d);
+        let products = mat_mul(means, shifted.transpose());
+        let offsets: Vec<f64> = (0..k * k)
+            .map(|at| products[(at / k, at % k)] + classifier.bias[at % k])
+            .collect();
+        let max = |values: &[f64]| values.iter().fold(0.0f64, |m, v| v.abs().max(m));
+        let (max_shifted, max_coefficient) = (max(&shifted_norms), max(&coefficient_norms));
+        let rounding_constant = (0..k)
+            .map(|y| {
+                gamma_d * (2.0 * max_shifted * exact.mean_norms[y] + exact.max_abs_bias)
+                    + gamma_r * max(&offsets[y * k..(y + 1) * k])
+                    + (2 * d + 2 * r + 8) as f64 * 2f64.powi(-1022)
+            })
+            .collect();
+        let rounding_slope = max_coefficient * basis_norm * (gamma_d + 2.0 * gamma_r);
+        Some(Self {
+            coefficients,
+            offsets,
+            residual_norms,
+            rounding_constant,
+            rounding_slope,
+            exact,
+        })
+    }
+
+    /// The exact path's argmax for a sample of class y with ||h - mu_y|| <= `deviation`,
+    /// given a_k.p for every k (`projected`), when the bound proves it; else `None`.
+    fn decide(&self, projected: &[f64], y: usize, deviation: f64) -> Option<usize> {
+        let k = projected.len();
+        let offsets = &self.offsets[y * k..(y + 1) * k];
+        let exact = self.exact.bound(self.exact.sample_norm(deviation, y), y);
+        let slack = 1.01 * (self.rounding_constant[y] + self.rounding_slope * deviation) + exact;
+        // The class with the largest lower bound, and the largest upper bound of the others.
+        let mut best = (0, f64::NEG_INFINITY);
+        let mut uppers = [(usize::MAX, f64::NEG_INFINITY); 2];
+        for c in 0..k {
+            let estimate = offsets[c] + projected[c];
+            let spread = self.residual_norms[c] * deviation;
+            if !(estimate.is_finite() && spread.is_finite()) {
+                return None;
+            }
+            if estimate - spread > best.1 {
+                best = (c, estimate - spread);
+            }
+            let upper = estimate + spread;
+            if upper > uppers[0].1 {
+                uppers = [(c, upper), uppers[0]];
+            } else if upper > uppers[1].1 {
+                uppers[1] = (c, upper);
+            }
+        }
+        let others = if uppers[0].0 == best.0 {
+            uppers[1].1
+        } else {
+            uppers[0].1
+        };
+        (best.1 - slack > others + slack && slack.is_finite()).then_some(best.0)
+    }
+}
+
+/// The classifier's decisions from f32 logits, for the samples [`ProjectedLogits`] cannot
+/// decide when the features are f32 values: the f32 product W h runs at twice the f64
+/// speed, and a proved bound on its error decides which classes can still be the f64 argmax.
 ///
 /// For a sample h with logits z_k = w_k.h + b_k, let z32_k be the f32 product of the
-/// f32-rounded w_k with h plus b_k in f64, and z64_k the f64 logit of the exact path
-/// (w_k.(h - mu_y) + (w_k.mu_y + b_k)). With u32 = 2^-24, u64 = 2^-53, A = max_k ||w_k|| ||h||
-/// and gamma_n = n u / (1 - n u), for every k (Cauchy-Schwarz bounds sum_j |w_kj h_j| by A;
-/// the bound holds for any order of summation, with or without FMA):
+/// f32-rounded w_k with h plus b_k in f64. With u32 = 2^-24, u64 = 2^-53,
+/// A = max_k ||w_k|| ||h|| and gamma_n = n u / (1 - n u), for every k (Cauchy-Schwarz bounds
+/// sum_j |w_kj h_j| by A; the bound holds for any order of summation, with or without FMA):
 ///
 /// |z32_k - z_k| <= (gamma32_d (1 + u32) + u32) A + 2 sqrt(d) ||h|| 2^-149 + 2 d 2^-126
 ///                  + 2 u64 (A + |b|)   (rounding of W to f32, underflow, adding b)
-/// |z64_k - z_k| <= gamma64_{d+4} (max_k ||w_k|| (||h|| + 3 ||mu_y||) + 2 |b|) + (d + 4) 2^-1022
 ///
-/// With B above the sum of both (times 1.01), a class whose z32 is more than 2B below the
-/// largest z32 has a smaller z64 than the class of the largest z32, so the f64 argmax is
-/// among the classes within 2B of the top: when that is one class it is the decision; else
-/// those classes' z64 are computed and compared as on the exact path. Samples whose f32
-/// product could overflow, or gives a non-finite value, take every class as a candidate.
+/// With B above the sum of this (times 1.01) and the exact path's error
+/// ([`ExactLogitError`]), a class whose z32 is more than 2B below the largest z32 has a
+/// smaller z64 than the class of the largest z32, so the f64 argmax is among the classes
+/// within 2B of the top: when that is one class it is the decision; else those classes'
+/// z64 are computed and compared as on the exact path. Samples whose f32 product could
+/// overflow, or gives a non-finite value, take every class as a candidate.
 struct F32Logits {
     /// W rounded to f32, K x d.
     weight: Mat<f32>,
     /// max_k ||w_k|| and max_k |b_k|.
     max_row_norm: f64,
     max_abs_bias: f64,
-    /// ||mu_y|| per class.
-    mean_norms: Vec<f64>,
     /// gamma32_d (1 + u32) + u32.
     relative_f32: f64,
-    /// gamma64_{d+4}.
-    relative_f64: f64,
     dim: usize,
 }
 
@@ -588,46 +784,28 @@ const UNIT_F64: f64 = f64::EPSILON / 2.0;
 
 impl F32Logits {
     /// `None` when d is so large that f32 sums carry no guarantee.
-    fn new(classifier: &Classifier, own: &ClassMeans) -> Option<Self> {
+    fn new(classifier: &Classifier, exact: &ExactLogitError) -> Option<Self> {
         let (k, d) = (classifier.num_classes, classifier.dim);
-        let gamma = |n: usize, u: f64| {
-            let nu = n as f64 * u;
-            (nu < 0.5).then(|| nu / (1.0 - nu))
-        };
-        let relative_f32 = gamma(d, UNIT_F32)? * (1.0 + UNIT_F32) + UNIT_F32;
-        let relative_f64 = gamma(d + 4, UNIT_F64)?;
-        let weight = Mat::from_fn(k, d, |c, j| classifier.row(c)[j] as f32);
-        let max_row_norm = (0..k)
-            .map(|c| crate::vector::dot(classifier.row(c), classifier.row(c)).sqrt())
-            .fold(0.0, f64::max);
         Some(Self {
-            weight,
-            max_row_norm,
-            max_abs_bias: classifier.bias.iter().fold(0.0, |m, b| b.abs().max(m)),
-            mean_norms: (0..k)
-                .map(|y| crate::vector::dot(own.mean(y), own.mean(y)).sqrt())
-                .collect(),
-            relative_f32,
-            relative_f64,
+            weight: Mat::from_fn(k, d, |c, j| classifier.row(c)[j] as f32),
+            max_row_norm: exact.max_row_norm,
+            max_abs_bias: exact.max_abs_bias,
+            relative_f32: gamma(d, UNIT_F32)? * (1.0 + UNIT_F32) + UNIT_F32,
             dim: d,
         })
     }
 
-    /// B for a sample of class y with ||h|| <= `norm`; infinite where f32 could overflow.
-    fn error_bound(&self, norm: f64, y: usize) -> f64 {
+    /// The f32 part of B for a sample with ||h|| <= `norm`; infinite where f32 could overflow.
+    fn error_bound(&self, norm: f64) -> f64 {
         let a = self.max_row_norm * norm;
         if a.is_nan() || a >= F32_PRODUCT_LIMIT {
             return f64::INFINITY;
         }
         let d = self.dim as f64;
-        let f32_part = self.relative_f32 * a
+        1.01 * (self.relative_f32 * a
             + 2.0 * d.sqrt() * norm * 2f64.powi(-149)
             + 2.0 * d * 2f64.powi(-126)
-            + 2.0 * UNIT_F64 * (a + self.max_abs_bias);
-        let f64_part = self.relative_f64
-            * (self.max_row_norm * (norm + 3.0 * self.mean_norms[y]) + 2.0 * self.max_abs_bias)
-            + (d + 4.0) * 2f64.powi(-1022);
-        1.01 * (f32_part + f64_part)
+            + 2.0 * UNIT_F64 * (a + self.max_abs_bias))
     }
 }
 
@@ -648,15 +826,18 @@ pub struct MetricsPlan {
     own_means: Vec<f64>,
     own_counts: Option<Vec<u64>>,
     classifier: Option<Classifier>,
-    /// Functionals applied to each centred sample c = h - mu_y, as rows (m x d):
-    /// W (K rows, when a classifier is given), U^T (r rows), and Q^T (r_q rows) only when
-    /// the NCC reference means differ from the file's own (otherwise Q = U).
+    /// Functionals applied to each centred sample c = h - mu_y, as rows (m x d): U^T
+    /// (r rows), and Q^T (r_q rows) only when the NCC reference means differ from the
+    /// file's own (otherwise Q = U).
     functionals: Mat<f64>,
     /// 1 / s_j^2 for the r kept singular values of M.
     inv_sq_singular: Vec<f64>,
     /// (W mu_y + b)_k, K x K row-major (y, k).
     logit_offset: Vec<f64>,
-    /// The f32 route to the classifier's decisions, for f32 features (with a classifier).
+    /// The classifier's decisions from the projections where a bound proves them, and
+    /// from f32 logits (for f32 features) where it does not; both exist only with a
+    /// classifier.
+    projected_logits: Option<ProjectedLogits>,
     f32_logits: Option<F32Logits>,
     /// First row of the Q-projections q = Q^T c among the functional outputs.
     ncc_rows: std::ops::Range<usize>,
@@ -676,7 +857,54 @@ struct ClassLevel {
     nc2_means: f64,
     /// ||mu_k - mu_l||^2, K x K row-major.
     mean_distance_sq: Vec<f64>,
-    sigma_b_rank: usize,
+}
+
+/// The nearest-class-centre rule in the truncated singular basis Q of its reference means
+/// m_k (Q = U when those are the data's own means).
+struct NccGeometry {
+    /// Q when the reference means are not the data's own.
+    reference_basis: Option<Mat<f64>>,
+    /// c_k = Q^T (m_k - m_G), K x r_q (row k = class k).
+    coords: Mat<f64>,
+    /// a_y = Q^T (mu_y - m_G), K x r_q row-major.
+    anchor: Vec<f64>,
+    /// ||a_y - c_k||^2, K x K row-major (y, k).
+    offset: Vec<f64>,
+}
+
+impl NccGeometry {
+    /// `reference`: `None` for the data's own means, whose basis `own_basis` is.
+    fn new(own: &ClassMeans, reference: Option<&ClassMeans>, own_basis: &Mat<f64>) -> Result<Self> {
+        let k = own.num_classes;
+        let reference_basis = match reference {
+            Some(r) => Some(truncated_basis(&r.centred())?.basis),
+            None => None,
+        };
+        let reference = reference.unwrap_or(own);
+        let q = reference_basis.as_ref().unwrap_or(own_basis).as_ref();
+        let coords = mat_mul(reference.centred().transpose(), q);
+        let own_vs_ref = Mat::from_fn(own.dim, k, |i, y| own.mean(y)[i] - reference.global_mean[i]);
+        let anchor = mat_mul(own_vs_ref.transpose(), q);
+        let rq = q.ncols();
+        let mut offset = vec![0.0; k * k];
+        for y in 0..k {
+            for c in 0..k {
+                offset[y * k + c] = (0..rq)
+                    .map(|j| (anchor[(y, j)] - coords[(c, j)]).powi(2))
+                    .sum();
+            }
+        }
+        let anchor = (0..k)
+            .flat_map(|y| (0..rq).map(move |j| (y, j)))
+            .map(|(y, j)| anchor[(y, j)])
+            .collect();
+        Ok(Self {
+            reference_basis,
+            coords,
+            anchor,
+            offset,
+        })
+    }
 }
 
 impl MetricsPlan {
@@ -709,63 +937,55 @@ impl MetricsPlan {
             }
         }
         let centred = own.centred();
-        let own_basis = truncated_basis(&centred)?;
+        let (own_basis, class_level) = rayon::join(
+            || truncated_basis(&centred),
+            || ClassLevel::new(own, &centred, classifier),
+        );
+        let own_basis = own_basis?;
         let r = own_basis.singular_values.len();
-        let class_level = ClassLevel::new(own, &centred, classifier, r);
 
-        // NCC geometry in the reference means' own truncated basis Q (= U for own means).
         let same_reference = reference.is_none_or(|r| std::ptr::eq(r, own));
-        let reference = reference.unwrap_or(own);
-        let ref_centred = reference.centred();
-        let ref_basis = if same_reference {
-            None
-        } else {
-            Some(truncated_basis(&ref_centred)?.basis)
-        };
+        let (ncc, projected_logits) = rayon::join(
+            || NccGeometry::new(own, reference.filter(|_| !same_reference), &own_basis.basis),
+            || classifier.and_then(|clf| ProjectedLogits::new(clf, own, own_basis.basis.as_ref())),
+        );
+        let NccGeometry {
+            reference_basis: ref_basis,
+            coords: ncc_coords,
+            anchor: ncc_anchor,
+            offset: ncc_offset,
+        } = ncc?;
         let q = ref_basis.as_ref().unwrap_or(&own_basis.basis).as_ref();
-        // Coordinates in Q: c_k = Q^T (m_k - m_G), a_y = Q^T (mu_y - m_G).
-        let ncc_coords = mat_mul(ref_centred.transpose(), q);
-        let own_vs_ref = Mat::from_fn(d, k, |i, y| own.mean(y)[i] - reference.global_mean[i]);
-        let anchor = mat_mul(own_vs_ref.transpose(), q);
-        let rq = q.ncols();
-        let mut ncc_offset = vec![0.0; k * k];
-        for y in 0..k {
-            for c in 0..k {
-                ncc_offset[y * k + c] = (0..rq)
-                    .map(|j| (anchor[(y, j)] - ncc_coords[(c, j)]).powi(2))
-                    .sum();
-            }
-        }
-        let ncc_anchor = (0..k)
-            .flat_map(|y| (0..rq).map(move |j| (y, j)))
-            .map(|(y, j)| anchor[(y, j)])
-            .collect();
 
-        let classifier_rows = classifier.map_or(0, |_| k);
         let extra_rows = ref_basis.as_ref().map_or(0, |b| b.ncols());
-        let functionals = Mat::from_fn(classifier_rows + r + extra_rows, d, |row, i| {
-            if row < classifier_rows {
-                classifier.map_or(0.0, |clf| clf.row(row)[i])
-            } else if row < classifier_rows + r {
-                own_basis.basis[(i, row - classifier_rows)]
+        let functionals = Mat::from_fn(r + extra_rows, d, |row, i| {
+            if row < r {
+                own_basis.basis[(i, row)]
             } else {
-                q[(i, row - classifier_rows - r)]
+                q[(i, row - r)]
             }
         });
         let ncc_rows = if same_reference {
-            classifier_rows..classifier_rows + r
+            0..r
         } else {
-            classifier_rows + r..classifier_rows + r + extra_rows
+            r..r + extra_rows
         };
         let logit_offset = match classifier {
             None => Vec::new(),
-            Some(clf) => (0..k)
-                .flat_map(|y| (0..k).map(move |c| (y, c)))
-                .map(|(y, c)| dot(clf.row(c), own.mean(y)) + clf.bias[c])
-                .collect(),
+            Some(clf) => {
+                let means = MatRef::from_row_major_slice(&own.means, k, d);
+                let weight = MatRef::from_row_major_slice(&clf.weight, k, d);
+                let products = mat_mul(means, weight.transpose());
+                (0..k * k)
+                    .map(|at| products[(at / k, at % k)] + clf.bias[at % k])
+                    .collect()
+            }
         };
         Ok(Self {
-            f32_logits: classifier.and_then(|clf| F32Logits::new(clf, own)),
+            f32_logits: classifier
+                .zip(projected_logits.as_ref())
+                .and_then(|(clf, projected)| F32Logits::new(clf, &projected.exact)),
+            projected_logits,
             num_classes: k,
             dim: d,
             own_means: own.means.clone(),
@@ -803,10 +1023,6 @@ impl MetricsPlan {
     fn rank(&self) -> usize {
         self.inv_sq_singular.len()
     }
-
-    fn classifier_rows(&self) -> usize {
-        self.classifier.as_ref().map_or(0, |_| self.num_classes)
-    }
 }
 
 fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -814,25 +1030,24 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 impl ClassLevel {
-    fn new(
-        own: &ClassMeans,
-        centred: &Mat<f64>,
-        classifier: Option<&Classifier>,
-        sigma_b_rank: usize,
-    ) -> Self {
+    fn new(own: &ClassMeans, centred: &Mat<f64>, classifier: Option<&Classifier>) -> Self {
         let (k, d) = (own.num_classes, own.dim);
         let gram_means = mat_mul(centred.transpose(), centred.as_ref());
         let (equinorm_h, equiangle_h) = equinorm_equiangle(&gram_means);
         let nc2_means = distance_to_simplex(&gram_means);
+        let upper: Vec<Vec<f64>> = (0..k)
+            .into_par_iter()
+            .map(|a| {
+                (a + 1..k)
+                    .map(|b| crate::vector::squared_distance(own.mean(a), own.mean(b)))
+                    .collect()
+            })
+            .collect();
         let mut mean_distance_sq = vec![0.0; k * k];
-        for a in 0..k {
-            for b in 0..k {
-                mean_distance_sq[a * k + b] = own
-                    .mean(a)
-                    .iter()
-                    .zip(own.mean(b))
-                    .map(|(x, y)| (x - y).powi(2))
-                    .sum();
+        for (a, row) in upper.iter().enumerate() {
+            for (b, &distance) in (a + 1..k).zip(row) {
+                mean_distance_sq[a * k + b] = distance;
+                mean_distance_sq[b * k + a] = distance;
             }
         }
         let classifier = classifier.map(|clf| {
@@ -863,7 +1078,6 @@ impl ClassLevel {
             equiangle_h,
             nc2_means,
             mean_distance_sq,
-            sigma_b_rank,
         }
     }
 }
@@ -879,6 +1093,8 @@ struct ScatterState {
     correct: u64,
     ncc_correct: u64,
     ncc_mismatch: u64,
+    /// Samples whose classifier decision came from the projections (no logit product).
+    decided_by_projection: u64,
 }
 
 impl ScatterState {
@@ -890,6 +1106,7 @@ impl ScatterState {
             correct: 0,
             ncc_correct: 0,
             ncc_mismatch: 0,
+            decided_by_projection: 0,
         }
     }
 
@@ -900,10 +1117,12 @@ impl ScatterState {
         self.correct += other.correct;
         self.ncc_correct += other.ncc_correct;
         self.ncc_mismatch += other.ncc_mismatch;
+        self.decided_by_projection += other.decided_by_projection;
     }
 
-    /// Processes at most `BLOCK_ROWS` samples with one f64 matrix product (and, for f32
-    /// features with a classifier, one f32 product for the logits; see [`F32Logits`]).
+    /// Processes at most `BLOCK_ROWS` samples: one f64 matrix product for the projections
+    /// (NC1, the NCC rule and most classifier decisions), and one logit product for the
+    /// samples whose decision the projections cannot prove.
     fn add_block<T: Feature>(
         &mut self,
         plan: &MetricsPlan,
@@ -912,75 +1131,38 @@ impl ScatterState {
         scratch: &mut Scratch,
     ) {
         let (k, d, rows) = (plan.num_classes, plan.dim, labels.len());
-        // The f32 route, with the classifier it was made from (both exist or neither).
-        let f32_logits = plan
-            .f32_logits
-            .as_ref()
-            .zip(plan.classifier.as_ref())
-            .filter(|_| T::EXACT_F32);
-        let Scratch {
-            centred,
-            block_f32,
-            norms,
-            outputs,
-            logits_f32,
-            ncc_dots,
-        } = scratch;
-        centred.clear();
-        block_f32.clear();
-        norms.clear();
+        scratch.centred.clear();
+        scratch.deviations.clear();
         for (row, &y) in features.chunks_exact(d).zip(labels) {
             let y = y as usize;
             let mean = &plan.own_means[y * d..(y + 1) * d];
-            let start = centred.len();
+            let start = scratch.centred.len();
+            let centred = &mut scratch.centred;
             centred.extend(row.iter().zip(mean).map(|(&h, &mu)| h.to_f64() - mu));
-            let deviation = &centred[start..];
-            let deviation_sq = crate::vector::dot(deviation, deviation);
+            let deviation_sq = crate::vector::dot(&centred[start..], &centred[start..]);
             self.deviation_sq[y] += deviation_sq;
             self.class_counts[y] += 1;
-            if let Some((logits, _)) = f32_logits {
-                block_f32.extend(row.iter().map(|&h| h.to_f32()));
-                // ||h|| <= ||h - mu_y|| + ||mu_y||: the bound needs no more than that.
-                norms.push(deviation_sq.sqrt() + logits.mean_norms[y]);
-            }
+            scratch
+                .deviations
+                .push(deviation_norm_bound(deviation_sq, d));
         }
-        // With f32 logits, the f64 product skips W's rows of the functionals.
-        let skipped = if f32_logits.is_some() {
-            plan.classifier_rows()
-        } else {
-            0
-        };
-        let functionals = plan
-            .functionals
-            .as_ref()
-            .subrows(skipped, plan.functionals.nrows() - skipped);
-        let centred_t = MatRef::from_column_major_slice(centred, d, rows);
-        resize(outputs, functionals.nrows(), rows);
+        let centred_t = MatRef::from_column_major_slice(&scratch.centred, d, rows);
+        let outputs = &mut scratch.outputs;
+        resize(outputs, plan.functionals.nrows(), rows);
         matmul(
             outputs.as_mut(),
             Accum::Replace,
-            functionals,
+            plan.functionals.as_ref(),
             centred_t,
             1.0,
             Par::Seq,
         );
-        if let Some((logits, _)) = f32_logits {
-            resize(logits_f32, k, rows);
-            matmul(
-                logits_f32.as_mut(),
-                Accum::Replace,
-                logits.weight.as_ref(),
-                MatRef::from_column_major_slice(block_f32, d, rows),
-                1.0,
-                Par::Seq,
-            );
-        }
-        let ncc_rows = plan.ncc_rows.start - skipped..plan.ncc_rows.end - skipped;
         // q.c_k for every sample and class: (K x r_q) (r_q x rows).
+        let ncc_rows = plan.ncc_rows.clone();
         let q = outputs.as_ref().subrows(ncc_rows.start, ncc_rows.len());
-        resize(ncc_dots, k, rows);
+        resize(&mut scratch.ncc_dots, k, rows);
         matmul(
-            ncc_dots.as_mut(),
+            scratch.ncc_dots.as_mut(),
             Accum::Replace,
             plan.ncc_coords.as_ref(),
             q,
@@ -988,12 +1170,12 @@ impl ScatterState {
             Par::Seq,
         );
 
-        let (wr, r, rq) = (plan.classifier_rows(), plan.rank(), ncc_rows.len());
-        let projections = wr - skipped..wr - skipped + r;
+        let (r, rq) = (plan.rank(), ncc_rows.len());
+        scratch.ncc_decisions.clear();
         for (i, &y) in labels.iter().enumerate() {
             let y = y as usize;
             let out = outputs.col_as_slice(i);
-            for (acc, &p) in self.projected_sq.iter_mut().zip(&out[projections.clone()]) {
+            for (acc, &p) in self.projected_sq.iter_mut().zip(&out[..r]) {
                 *acc += p * p;
             }
             // Squared NCC distance up to a k-independent term:
@@ -1002,28 +1184,144 @@ impl ScatterState {
                 &out[ncc_rows.clone()],
                 &plan.ncc_anchor[y * rq..(y + 1) * rq],
             );
-            let dots = ncc_dots.col_as_slice(i);
+            let dots = scratch.ncc_dots.col_as_slice(i);
             let ncc = argmin((0..k).map(|c| 2.0 * (qa - dots[c]) + plan.ncc_offset[y * k + c]));
             if ncc == y {
                 self.ncc_correct += 1;
             }
-            if wr == 0 {
-                continue;
-            }
-            let offsets = &plan.logit_offset[y * k..(y + 1) * k];
-            let predicted = match f32_logits {
-                None => argmin(out[..k].iter().zip(offsets).map(|(z, o)| -(z + o))),
-                Some((logits, clf)) => {
-                    let centred_row = &centred[i * d..(i + 1) * d];
-                    let exact = |c: usize| dot(clf.row(c), centred_row) + offsets[c];
-                    logits.decide(logits_f32.col_as_slice(i), clf.bias(), norms[i], y, exact)
+            scratch.ncc_decisions.push(ncc);
+        }
+        if let Some(classifier) = &plan.classifier {
+            self.classify(plan, classifier, features, labels, scratch);
+            for ((&predicted, &ncc), &y) in scratch
+                .decisions
+                .iter()
+                .zip(&scratch.ncc_decisions)
+                .zip(labels)
+            {
+                if predicted == y as usize {
+                    self.correct += 1;
                 }
-            };
-            if predicted == y {
-                self.correct += 1;
+                if predicted != ncc {
+                    self.ncc_mismatch += 1;
+                }
             }
-            if predicted != ncc {
-                self.ncc_mismatch += 1;
+        }
+    }
+
+    /// Fills `scratch.decisions` with argmax_k (W h + b)_k of the block's samples (the
+    /// exact path's decisions): from the projections where [`ProjectedLogits`] proves them,
+    /// else from one logit product over the remaining samples, in f32 under
+    /// [`F32Logits`]' bound for f32 features, in f64 otherwise.
+    fn classify<T: Feature>(
+        &mut self,
+        plan: &MetricsPlan,
+        classifier: &Classifier,
+        features: &[T],
+        labels: &[u32],
+        scratch: &mut Scratch,
+    ) {
+        let (k, d, rows) = (plan.num_classes, plan.dim, labels.len());
+        let Scratch {
+            centred,
+            deviations,
+            outputs,
+            estimates,
+            decisions,
+            undecided,
+            gathered,
+            gathered_f32,
+            logits,
+            logits_f32,
+            ..
+        } = scratch;
+        decisions.clear();
+        undecided.clear();
+        match &plan.projected_logits {
+            Some(projected) => {
+                resize(estimates, k, rows);
+                matmul(
+                    estimates.as_mut(),
+                    Accum::Replace,
+                    projected.coefficients.as_ref(),
+                    outputs.as_ref().subrows(0, plan.rank()),
+                    1.0,
+                    Par::Seq,
+                );
+                for (i, &y) in labels.iter().enumerate() {
+                    match projected.decide(estimates.col_as_slice(i), y as usize, deviations[i]) {
+                        Some(class) => decisions.push(class),
+                        None => {
+                            decisions.push(usize::MAX);
+                            undecided.push(i);
+                        }
+                    }
+                }
+                self.decided_by_projection += (rows - undecided.len()) as u64;
+            }
+            None => {
+                decisions.resize(rows, usize::MAX);
+                undecided.extend(0..rows);
+            }
+        }
+        if undecided.is_empty() {
+            return;
+        }
+        let count = undecided.len();
+        let f32_logits = plan
+            .f32_logits
+            .as_ref()
+            .zip(plan.projected_logits.as_ref())
+            .filter(|_| T::EXACT_F32);
+        if let Some((f32_logits, projected)) = f32_logits {
+            gathered_f32.clear();
+            for &i in undecided.iter() {
+                let row = &features[i * d..(i + 1) * d];
+                gathered_f32.extend(row.iter().map(|&h| h.to_f32()));
+            }
+            resize(logits_f32, k, count);
+            matmul(
+                logits_f32.as_mut(),
+                Accum::Replace,
+                f32_logits.weight.as_ref(),
+                MatRef::from_column_major_slice(gathered_f32, d, count),
+                1.0,
+                Par::Seq,
+            );
+            for (j, &i) in undecided.iter().enumerate() {
+                let y = labels[i] as usize;
+                let centred_row = &centred[i * d..(i + 1) * d];
+                let offsets = &plan.logit_offset[y * k..(y + 1) * k];
+                let exact = |c: usize| dot(classifier.row(c), centred_row) + offsets[c];
+                let norm = projected.exact.sample_norm(deviations[i], y);
+                let exact_error = projected.exact.bound(norm, y);
+                decisions[i] = f32_logits.decide(
+                    logits_f32.col_as_slice(j),
+                    classifier.bias(),
+                    norm,
+                    exact_error,
+                    exact,
+                );
+            }
+        } else {
+            gathered.clear();
+            for &i in undecided.iter() {
+                gathered.extend_from_slice(&centred[i * d..(i + 1) * d]);
+            }
+            resize(logits, k, count);
+            matmul(
+                logits.as_mut(),
+                Accum::Replace,
+                MatRef::from_row_major_slice(&classifier.weight, k, d),
+                MatRef::from_column_major_slice(gathered, d, count),
+                1.0,
+                Par::Seq,
+            );
+            for (j, &i) in undecided.iter().enumerate() {
+                let y = labels[i] as usize;
+                let offsets = &plan.logit_offset[y * k..(y + 1) * k];
+                let column = logits.col_as_slice(j);
+                decisions[i] = argmin(column.iter().zip(offsets).map(|(z, o)| -(z + o)));
             }
         }
     }
@@ -1031,26 +1329,42 @@ impl ScatterState {
 
 /// Reusable buffers of one parallel piece of phase 2.
 struct Scratch {
-    /// Class-centred samples h - mu_y, f64, one after the other.
+    /// Class-centred samples h - mu_y, f64, one after the other, and upper bounds on their
+    /// norms.
     centred: Vec<f64>,
-    /// The samples as f32 (only on the f32-logit route) and upper bounds on their norms.
-    block_f32: Vec<f32>,
-    norms: Vec<f64>,
-    /// Functional outputs (m x rows), f32 logits (K x rows), NCC dot products (K x rows).
+    deviations: Vec<f64>,
+    /// Functional outputs (m x rows), NCC dot products (K x rows), projected logit
+    /// estimates a_k.p (K x rows).
     outputs: Mat<f64>,
-    logits_f32: Mat<f32>,
     ncc_dots: Mat<f64>,
+    estimates: Mat<f64>,
+    /// Per sample: the NCC class and the classifier's class.
+    ncc_decisions: Vec<usize>,
+    decisions: Vec<usize>,
+    /// The samples the projections cannot decide, their centred rows (f64 route) or
+    /// features (f32 route), and their logits.
+    undecided: Vec<usize>,
+    gathered: Vec<f64>,
+    gathered_f32: Vec<f32>,
+    logits: Mat<f64>,
+    logits_f32: Mat<f32>,
 }
 
 impl Default for Scratch {
     fn default() -> Self {
         Self {
             centred: Vec::new(),
-            block_f32: Vec::new(),
-            norms: Vec::new(),
+            deviations: Vec::new(),
             outputs: Mat::zeros(0, 0),
-            logits_f32: Mat::zeros(0, 0),
             ncc_dots: Mat::zeros(0, 0),
+            estimates: Mat::zeros(0, 0),
+            ncc_decisions: Vec::new(),
+            decisions: Vec::new(),
+            undecided: Vec::new(),
+            gathered: Vec::new(),
+            gathered_f32: Vec::new(),
+            logits: Mat::zeros(0, 0),
+            logits_f32: Mat::zeros(0, 0),
         }
     }
 }
@@ -1064,16 +1378,17 @@ fn resize<T: faer::traits::ComplexField>(m: &mut Mat<T>, rows: usize, cols: usiz
 impl F32Logits {
     /// The argmax over classes of the exact path's logits `exact(c)` (first class on ties,
     /// as `argmin` of their negatives), decided from the f32 products `z32` = W h and the
-    /// bias wherever the bound allows.
+    /// bias wherever the bound allows. `norm` >= ||h||; `exact_error`: the exact path's
+    /// error bound for this sample.
     fn decide(
         &self,
         z32: &[f32],
         bias: &[f64],
         norm: f64,
-        y: usize,
+        exact_error: f64,
         exact: impl Fn(usize) -> f64,
     ) -> usize {
-        let bound = self.error_bound(norm, y);
+        let bound = self.error_bound(norm) + exact_error;
         let z = |c: usize| f64::from(z32[c]) + bias[c];
         let classes = 0..z32.len();
         let certified = bound.is_finite() && classes.clone().all(|c| z(c).is_finite());
@@ -1207,7 +1522,7 @@ impl<'p> ScatterAccumulator<'p> {
             num_samples: n,
             num_classes: k,
             dim: plan.dim,
-            sigma_b_rank: level.sigma_b_rank,
+            sigma_b_rank: plan.sigma_b_rank(),
         })
     }
 }
@@ -1229,4 +1544,50 @@ pub fn compute_metrics<T: Feature>(
     let mut scatter = plan.accumulator();
     scatter.add_batch(features, labels)?;
     scatter.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use rand_distr::StandardNormal;
+
+    /// Near collapse (W close to the class means, small within-class spread) the
+    /// projections decide every sample, so no logit product runs; away from it (a random
+    /// W, spread-out classes) they decide few. The decisions themselves are tested against brute force in
+    /// tests/metrics.rs.
+    #[test]
+    fn projections_decide_collapsed_samples() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (k, d, per_class) = (6, 40, 50);
+        let mut normal = |scale: f64| scale * rng.sample::<f64, _>(StandardNormal);
+        let centres: Vec<f64> = (0..k * d).map(|_| normal(3.0)).collect();
+        let aligned: Vec<f64> = centres.iter().map(|&c| c + normal(0.01)).collect();
+        let random: Vec<f64> = (0..k * d).map(|_| normal(1.0)).collect();
+        let labels: Vec<u32> = (0..k * per_class).map(|i| (i % k) as u32).collect();
+        let mut sample = |spread: f64| -> Vec<f32> {
+            labels
+                .iter()
+                .flat_map(|&y| (0..d).map(move |i| (y as usize, i)))
+                .map(|(y, i)| (centres[y * d + i] + normal(spread)) as f32)
+                .collect()
+        };
+        let (collapsed, spread_out) = (sample(0.05), sample(3.0));
+        let decided = |weight: Vec<f64>, features: &[f32]| {
+            let clf = Classifier::new(k, d, weight, None).unwrap();
+            let mut means = MeanAccumulator::new(k, d);
+            means.add_batch(features, &labels).unwrap();
+            let means = means.finish().unwrap();
+            let plan = MetricsPlan::new(&means, Some(&clf), None).unwrap();
+            let mut scatter = plan.accumulator();
+            scatter.add_batch(features, &labels).unwrap();
+            let by_projection = scatter.state.decided_by_projection;
+            (by_projection, scatter.finish().unwrap().accuracy)
+        };
+        let n = labels.len() as u64;
+        assert_eq!(decided(aligned, &collapsed), (n, Some(1.0)));
+        let (by_projection, _) = decided(random, &spread_out);
+        assert!(by_projection < n / 2, "{by_projection} of {n}");
+    }
 }

@@ -41,6 +41,7 @@ macro_rules! with_avx2 {
 
 with_avx2! {
     fn dot_chunk(a: &[f64], b: &[f64]) -> f64 = dot_kernel;
+    fn squared_distance_chunk(a: &[f64], b: &[f64]) -> f64 = squared_distance_kernel;
     fn dots_chunk(v: &[f64], a: &[f64], b: &[f64], c: &[f64]) -> [f64; 3] = dots_kernel;
     fn combine_chunk(out: &mut [f64], offset: usize, vectors: &[&[f64]], coef: &[f64]) = combine_kernel;
     fn add_scaled_chunk(out: &mut [f64], a: &[f64], alpha: f64, b: &[f64]) = add_scaled_kernel;
@@ -59,6 +60,25 @@ fn dot_kernel(a: &[f64], b: &[f64]) -> f64 {
     for (x, y) in a_chunks.zip(b_chunks) {
         for lane in 0..LANES {
             partial[lane] += x[lane] * y[lane];
+        }
+    }
+    partial.iter().sum::<f64>() + tail
+}
+
+#[inline(always)]
+fn squared_distance_kernel(a: &[f64], b: &[f64]) -> f64 {
+    let mut partial = [0.0; LANES];
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f64 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for lane in 0..LANES {
+            let diff = x[lane] - y[lane];
+            partial[lane] += diff * diff;
         }
     }
     partial.iter().sum::<f64>() + tail
@@ -123,6 +143,12 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
         .zip(b.par_chunks(CHUNK))
         .map(|(a, b)| dot_chunk(a, b))
         .sum()
+}
+
+/// `||a - b||^2`, on one thread (for vectors of a few thousand entries, called many times).
+pub fn squared_distance(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len(), "squared_distance: lengths differ");
+    squared_distance_chunk(a, b)
 }
 
 /// `(v . a, v . b, v . c)` in one pass over the four vectors.
@@ -200,6 +226,9 @@ mod tests {
             let plain = |x: &[f64], y: &[f64]| x.iter().zip(y).map(|(p, q)| p * q).sum::<f64>();
             let close = |x: f64, y: f64| (x - y).abs() <= 1e-12 * (1.0 + y.abs());
             assert!(close(dot(&a, &b), plain(&a, &b)), "dot, n = {n}");
+            let diff: Vec<f64> = a.iter().zip(&b).map(|(x, y)| x - y).collect();
+            let distance = squared_distance(&a, &b);
+            assert!(close(distance, plain(&diff, &diff)), "distance, n = {n}");
             let got = dots(&v, &a, &b, &c);
             for (got, want) in got
                 .iter()

@@ -803,3 +803,55 @@ fn f32_logits_break_ties_like_the_f64_path() {
         assert!(!predicted_one);
     }
 }
+
+/// The projections decide a sample only where the part of W outside the span of the class
+/// means cannot change the decision. Here W carries large components outside the span of
+/// the class centres, along which the samples spread too, so that part moves many
+/// decisions; labelled with the exact f64 decisions, every sample must still count as
+/// correct, for f64 and for f32 features (a route that trusted the projections alone gets
+/// many of them wrong).
+#[test]
+fn classifier_parts_outside_the_means_span_are_not_ignored() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let (k, d, n, span) = (4, 12, 800, 3);
+    let centres: Vec<f64> = (0..k * d)
+        .map(|at| {
+            if at % d < span {
+                4.0 * rng.sample::<f64, _>(StandardNormal)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let weight: Vec<f64> = (0..k * d)
+        .map(|at| {
+            let off_span = if at % d < span { 0.0 } else { 1.5 };
+            centres[at] + off_span * rng.sample::<f64, _>(StandardNormal)
+        })
+        .collect();
+    let clf = Classifier::new(k, d, weight, Some(gaussian(&mut rng, k))).unwrap();
+    let as_f32: Vec<f32> = (0..n)
+        .flat_map(|_| {
+            let y = rng.random_range(0..k);
+            let spread: Vec<f64> = (0..d).map(|i| if i < span { 0.3 } else { 1.0 }).collect();
+            (0..d)
+                .map(|i| {
+                    (centres[y * d + i] + spread[i] * rng.sample::<f64, _>(StandardNormal)) as f32
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let widened: Vec<f64> = as_f32.iter().map(|&x| f64::from(x)).collect();
+    let labels = decisions(&widened, d, &clf);
+    let data = Data {
+        features: widened.clone(),
+        labels: labels.clone(),
+        dim: d,
+        classes: k,
+    };
+    let via_f64 = metrics_of(&data, Some(&clf));
+    let via_f32 = compute_metrics(&as_f32, &labels, d, k, Some(&clf), None).unwrap();
+    assert_eq!(via_f64.accuracy, Some(1.0));
+    assert_eq!(via_f32.accuracy, Some(1.0));
+    assert_metrics_close(&via_f64, &brute_force(&data, Some(&clf), None).0, 1e-9);
+}

@@ -243,6 +243,22 @@ fn renamed_keys() {
     ]);
     assert_eq!(code, 0, "{stderr}");
     expect_error(&[path.to_str().unwrap()], &path, &["features"]);
+    // A classifier name given explicitly must exist (the default names are optional).
+    for flag in ["--weight-key", "--bias-key"] {
+        expect_error(
+            &[
+                path.to_str().unwrap(),
+                "--features-key",
+                "h",
+                "--labels-key",
+                "y",
+                flag,
+                "fc_wieght",
+            ],
+            &path,
+            &["fc_wieght", flag],
+        );
+    }
 }
 
 #[test]

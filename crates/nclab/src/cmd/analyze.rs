@@ -25,12 +25,14 @@ pub struct Args {
     /// Name of the N-vector of integer labels 0..K-1.
     #[arg(long, default_value = "labels")]
     pub labels_key: String,
-    /// Name of the K x d classifier weight (optional in the file).
-    #[arg(long, default_value = "weight")]
-    pub weight_key: String,
-    /// Name of the K classifier bias (optional; b = 0 without it).
-    #[arg(long, default_value = "bias")]
-    pub bias_key: String,
+    /// Name of the K x d classifier weight [default: weight]. Under the default name it is
+    /// optional (no classifier metrics without it); a name given here must exist.
+    #[arg(long, value_name = "NAME")]
+    pub weight_key: Option<String>,
+    /// Name of the K classifier bias [default: bias]. Under the default name it is optional
+    /// (b = 0 without it); a name given here must exist.
+    #[arg(long, value_name = "NAME")]
+    pub bias_key: Option<String>,
     /// Take the class means of the nearest-class-centre rule (`nc4`, `ncc_accuracy`) from
     /// this feature file (e.g. the training split's) instead of FILE itself: a decision rule
     /// for test data may not look at test labels. Read with the same keys.
@@ -39,13 +41,27 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let defaults = FeatureKeys::default();
     let keys = FeatureKeys {
         features: args.features_key.clone(),
         labels: args.labels_key.clone(),
-        weight: args.weight_key.clone(),
-        bias: args.bias_key.clone(),
+        weight: args.weight_key.clone().unwrap_or(defaults.weight),
+        bias: args.bias_key.clone().unwrap_or(defaults.bias),
     };
     let set = load_feature_file(&args.file, &keys)?;
+    // A name the user typed is a request: a typo must not quietly drop the classifier.
+    let asked = [
+        ("--weight-key", &args.weight_key, set.weight.is_some()),
+        ("--bias-key", &args.bias_key, set.bias.is_some()),
+    ];
+    for (flag, key, found) in asked {
+        if let (Some(key), false) = (key, found) {
+            bail!(
+                "{}: no array '{key}' (named by {flag}); leave {flag} out if the file has no classifier",
+                args.file.display()
+            );
+        }
+    }
     let reference = match &args.means_from {
         Some(path) => Some(class_means_of(
             &load_feature_file(path, &keys)?,
