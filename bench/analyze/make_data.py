@@ -3,6 +3,9 @@
 Usage: python make_data.py OUT_DIR [N]
 Writes features_d{d}_k{K}.npz (uncompressed, as np.savez) holding float32 `features` (N x d),
 int64 `labels`, float32 `weight` (K x d) and `bias` (K), for (d, K) = (512, 10), (2048, 100).
+The classifier is the class centres plus noise (a trained network near collapse); a second
+(2048, 100) file, features_d2048_k100_random_w.npz, holds the same features and labels with a
+classifier drawn independently of the centres (far from collapse).
 """
 import sys
 from pathlib import Path
@@ -21,3 +24,7 @@ for d, k in [(512, 10), (2048, 100)]:
     bias = rng.standard_normal(k).astype(np.float32)
     np.savez(out / f"features_d{d}_k{k}.npz", features=features, labels=labels, weight=weight, bias=bias)
     print(f"wrote {out}/features_d{d}_k{k}.npz: N={n}, d={d}, K={k}")
+    if k == 100:
+        weight = rng.standard_normal((k, d), dtype=np.float32)
+        np.savez(out / f"features_d{d}_k{k}_random_w.npz", features=features, labels=labels, weight=weight, bias=bias)
+        print(f"wrote {out}/features_d{d}_k{k}_random_w.npz: the same with a random classifier")

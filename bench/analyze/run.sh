@@ -10,30 +10,29 @@ py="$root/bench/.venv/bin/python"
 mkdir -p "$out"
 cargo build --release -p nclab --manifest-path "$root/Cargo.toml" >/dev/null
 nclab="$root/target/release/nclab"
-[ -f "$out/features_d2048_k100.npz" ] || "$py" "$root/bench/analyze/make_data.py" "$out"
+[ -f "$out/features_d2048_k100_random_w.npz" ] || "$py" "$root/bench/analyze/make_data.py" "$out"
 
 # A current numpy is slowed by the OPENBLAS_* overrides some machines here set: unset them
 # for the peer only, so it runs its best kernel.
 peer() { env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$py" "$root/bench/analyze/reference.py" "$1"; }
 
-echo "| file | tool | wall s (median of $repeats) | peak RSS MiB |"
-echo "|---|---|---|---|"
-for file in "$out"/features_d512_k10.npz "$out"/features_d2048_k100.npz; do
-  for tool in nclab numpy; do
-    times=()
-    for _ in $(seq "$repeats"); do
-      if [ "$tool" = nclab ]; then
-        /usr/bin/time -f "%e %M" -o "$out/time.txt" "$nclab" analyze "$file" --json >"$out/$tool.json"
-      else
-        /usr/bin/time -f "%e %M" -o "$out/time.txt" bash -c "$(declare -f peer); py=$py root=$root peer $file" >"$out/$tool.json"
-      fi
-      times+=("$(cat "$out/time.txt")")
-    done
-    median=$(printf '%s\n' "${times[@]}" | sort -n | awk -v n="$repeats" 'NR == int((n + 1) / 2)')
-    read -r wall rss_kb <<<"$median"
-    echo "| $(basename "$file") | $tool | $wall | $((rss_kb / 1024)) |"
-  done
-  # The two must agree before their times mean anything.
+# One run of a tool on a file: its JSON to $out/<tool>.json, "wall_s peak_kib" on stdout.
+run_tool() {
+  if [ "$1" = nclab ]; then
+    /usr/bin/time -f "%e %M" -o "$out/time.txt" "$nclab" analyze "$2" --json >"$out/$1.json"
+  else
+    /usr/bin/time -f "%e %M" -o "$out/time.txt" bash -c "$(declare -f peer); py=$py root=$root peer $2" >"$out/$1.json"
+  fi
+  cat "$out/time.txt"
+}
+median() { printf '%s\n' "$@" | sort -n | awk -v n="$#" 'NR == int((n + 1) / 2)'; }
+
+echo "| file | nclab wall s | numpy wall s | speed-up | nclab peak RSS MiB | numpy peak RSS MiB |"
+echo "|---|---|---|---|---|---|"
+for file in "$out"/features_d512_k10.npz "$out"/features_d2048_k100.npz "$out"/features_d2048_k100_random_w.npz; do
+  # The two must agree before their times mean anything (this run also warms the page cache).
+  run_tool nclab "$file" >/dev/null
+  run_tool numpy "$file" >/dev/null
   "$py" - "$out/nclab.json" "$out/numpy.json" <<'PY'
 import json, sys
 ours, ref = (json.load(open(p)) for p in sys.argv[1:3])
@@ -41,4 +40,14 @@ for key in ref:
     a, b = ours[key], ref[key]
     assert abs(a - b) <= 1e-9 * max(1.0, abs(b)), f"{key}: nclab {a} vs numpy {b}"
 PY
+  # Alternating, so that a change in the machine's speed during the run hits both tools.
+  ours=() peers=()
+  for _ in $(seq "$repeats"); do
+    ours+=("$(run_tool nclab "$file")")
+    peers+=("$(run_tool numpy "$file")")
+  done
+  read -r our_wall our_kib <<<"$(median "${ours[@]}")"
+  read -r peer_wall peer_kib <<<"$(median "${peers[@]}")"
+  ratio=$(awk -v a="$peer_wall" -v b="$our_wall" 'BEGIN { printf "%.1fx", a / b }')
+  echo "| $(basename "$file") | $our_wall | $peer_wall | $ratio | $((our_kib / 1024)) | $((peer_kib / 1024)) |"
 done
