@@ -47,41 +47,33 @@ with_avx2! {
     fn add_scaled_chunk(out: &mut [f64], a: &[f64], alpha: f64, b: &[f64]) = add_scaled_kernel;
 }
 
+/// sum_i term(a_i, b_i), over LANES independent partial sums so that it vectorises.
 #[inline(always)]
-fn dot_kernel(a: &[f64], b: &[f64]) -> f64 {
+fn lane_sum(a: &[f64], b: &[f64], term: impl Fn(f64, f64) -> f64) -> f64 {
     let mut partial = [0.0; LANES];
     let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
     let tail: f64 = a_chunks
         .remainder()
         .iter()
         .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(&x, &y)| term(x, y))
         .sum();
     for (x, y) in a_chunks.zip(b_chunks) {
         for lane in 0..LANES {
-            partial[lane] += x[lane] * y[lane];
+            partial[lane] += term(x[lane], y[lane]);
         }
     }
     partial.iter().sum::<f64>() + tail
 }
 
 #[inline(always)]
+fn dot_kernel(a: &[f64], b: &[f64]) -> f64 {
+    lane_sum(a, b, |x, y| x * y)
+}
+
+#[inline(always)]
 fn squared_distance_kernel(a: &[f64], b: &[f64]) -> f64 {
-    let mut partial = [0.0; LANES];
-    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f64 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| (x - y) * (x - y))
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
-        for lane in 0..LANES {
-            let diff = x[lane] - y[lane];
-            partial[lane] += diff * diff;
-        }
-    }
-    partial.iter().sum::<f64>() + tail
+    lane_sum(a, b, |x, y| (x - y) * (x - y))
 }
 
 #[inline(always)]
