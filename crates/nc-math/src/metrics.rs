@@ -625,12 +625,17 @@ impl ExactLogitError {
 ///
 /// The estimate zeta_k = o_yk + a_k.p, with o_yk = fl(v_k.mu_y + b_k) and the computed
 /// projection p = fl(U^T fl(c)) of the NC1 product, is therefore within
-/// T_k = E_k ||c|| + R_y(||c||) of z_k - s.h, where E_k >= ||e_k|| (computed residual norm
-/// plus its rounding: gamma_{r+2} (2 ||v_k|| + ||U||_F ||a_k||)) and R_y collects the
-/// rounding of o, p and zeta (gamma_n for u64 = 2^-53, F = ||U||_F, maxima over k):
+/// T_k = E_k ||c|| + R_y(||c||) of z_k - s.h. With gamma_n for u64 = 2^-53,
+/// g_d = gamma_{d+2} and g_r = gamma_{r+2} (each above the rounding bound of the sums they
+/// stand for), F = ||U||_F and maxima over k: E_k >= ||e_k|| is the computed residual norm
+/// plus its rounding, g_r (2 ||v_k|| + F ||a_k||), and R_y collects the rounding of v_k
+/// (u ||v_k||), o (g_d), p (F (g_d + u) ||c||), the product a_k.p and the sum (g_r):
 ///
-/// R_y(x) = gamma_{d+2} (2 max||v_k|| ||mu_y|| + max|b_k|) + gamma_{r+1} max_k |o_yk|
-///          + max||a_k|| F (gamma_{d+1} + 2 gamma_{r+1}) x + (2d + 2r + 8) 2^-1022.
+/// R_y(x) = g_d (2 max||v_k|| ||mu_y|| + max|b_k|) + g_r max_k |o_yk|
+///          + max||a_k|| F (g_d + 2 g_r) x + (2d + 2r + 8) 2^-1022,
+///
+/// the last term for products below the normal range (times 1.01 in use, for the rounding of
+/// the norms themselves).
 ///
 /// With X the exact path's error ([`ExactLogitError`]), class j is the strict argmax of the
 /// exact path's logits when zeta_j - T_j - X > zeta_k + T_k + X for every k != j: then the
