@@ -1242,7 +1242,20 @@ impl ScatterState {
         } = scratch;
         decisions.clear();
         undecided.clear();
-        match &plan.projected_logits {
+        let f32_logits = plan
+            .f32_logits
+            .as_ref()
+            .zip(plan.projected_logits.as_ref())
+            .filter(|_| T::EXACT_F32);
+        // The projections cost K r f64 multiply-adds per sample, the logit product K d in
+        // f64 or K d in f32 at twice the speed: they are tried only where they cost less.
+        let r = plan.rank();
+        let cheaper = if f32_logits.is_some() {
+            2 * r < d
+        } else {
+            r < d
+        };
+        match plan.projected_logits.as_ref().filter(|_| cheaper) {
             Some(projected) => {
                 resize(estimates, k, rows);
                 matmul(
@@ -1273,11 +1286,6 @@ impl ScatterState {
             return;
         }
         let count = undecided.len();
-        let f32_logits = plan
-            .f32_logits
-            .as_ref()
-            .zip(plan.projected_logits.as_ref())
-            .filter(|_| T::EXACT_F32);
         if let Some((f32_logits, projected)) = f32_logits {
             gathered_f32.clear();
             for &i in undecided.iter() {
