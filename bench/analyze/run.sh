@@ -6,10 +6,13 @@ set -euo pipefail
 repeats=${1:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 out="$root/bench/out/analyze"
-py="$root/bench/.venv/bin/python"
+# NCLAB_BIN and PYTHON name another binary and interpreter (e.g. on a machine without cargo).
+py="${PYTHON:-$root/bench/.venv/bin/python}"
 mkdir -p "$out"
-cargo build --release -p nclab --manifest-path "$root/Cargo.toml" >/dev/null
-nclab="$root/target/release/nclab"
+if [ -z "${NCLAB_BIN:-}" ]; then
+  cargo build --release -p nclab --manifest-path "$root/Cargo.toml" >/dev/null
+fi
+nclab="${NCLAB_BIN:-$root/target/release/nclab}"
 [ -f "$out/features_d2048_k100_random_w.npz" ] || "$py" "$root/bench/analyze/make_data.py" "$out"
 
 # A current numpy is slowed by the OPENBLAS_* overrides some machines here set: unset them

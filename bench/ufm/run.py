@@ -4,10 +4,12 @@ time of the whole process, start-up included, until the relative gap to f* is <=
 
 Usage (from the repository root, after `cargo build --release -p nclab`):
     bench/.venv/bin/python bench/ufm/run.py [--repeats 3] [--sizes 10,100,64 100,50,256]
-Writes a Markdown table to stdout and the raw runs to bench/out/ufm.json.
+Writes a Markdown table to stdout and the raw runs to bench/out/ufm.json. NCLAB_BIN names
+another nclab binary (e.g. a copy built here and run on another machine).
 """
 import argparse
 import json
+import os
 import pathlib
 import statistics
 import subprocess
@@ -15,7 +17,7 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-NCLAB = ROOT / "target" / "release" / "nclab"
+NCLAB = pathlib.Path(os.environ.get("NCLAB_BIN", ROOT / "target" / "release" / "nclab"))
 SCIPY = pathlib.Path(__file__).resolve().parent / "scipy_ufm.py"
 LAMBDA = "5e-4"  # the paper's weight decay, on W, H and b
 GAP = "1e-9"
