@@ -651,15 +651,18 @@ struct ProjectedLogits {
     /// R_y(0) per class y, and the slope of R_y in ||c||.
     rounding_constant: Vec<f64>,
     rounding_slope: f64,
-    exact: ExactLogitError,
 }
 
 impl ProjectedLogits {
     /// `basis`: U, d x r with orthonormal columns (up to rounding; the bound does not rely on
     /// it). `None` when d is so large that the sums carry no guarantee.
-    fn new(classifier: &Classifier, own: &ClassMeans, basis: MatRef<'_, f64>) -> Option<Self> {
+    fn new(
+        classifier: &Classifier,
+        own: &ClassMeans,
+        basis: MatRef<'_, f64>,
+        exact: &ExactLogitError,
+    ) -> Option<Self> {
         let (k, d, r) = (classifier.num_classes, classifier.dim, basis.ncols());
-        let exact = ExactLogitError::new(classifier, own)?;
         let (gamma_r, gamma_d) = (gamma(r + 2, UNIT_F64)?, gamma(d + 2, UNIT_F64)?);
         let mut shift = vec![0.0; d];
         for c in 0..k {
@@ -713,16 +716,15 @@ impl ProjectedLogits {
             residual_norms,
             rounding_constant,
             rounding_slope,
-            exact,
         })
     }
 
     /// The exact path's argmax for a sample of class y with ||h - mu_y|| <= `deviation`,
-    /// given a_k.p for every k (`projected`), when the bound proves it; else `None`.
-    fn decide(&self, projected: &[f64], y: usize, deviation: f64) -> Option<usize> {
+    /// given a_k.p for every k (`projected`) and the exact path's error bound for this
+    /// sample, when the bound proves it; else `None`.
+    fn decide(&self, projected: &[f64], y: usize, deviation: f64, exact: f64) -> Option<usize> {
         let k = projected.len();
         let offsets = &self.offsets[y * k..(y + 1) * k];
-        let exact = self.exact.bound(self.exact.sample_norm(deviation, y), y);
         let slack = 1.01 * (self.rounding_constant[y] + self.rounding_slope * deviation) + exact;
         // The class with the largest lower bound, and the largest upper bound of the others.
         let mut best = (0, f64::NEG_INFINITY);
@@ -773,9 +775,6 @@ impl ProjectedLogits {
 struct F32Logits {
     /// W rounded to f32, K x d.
     weight: Mat<f32>,
-    /// max_k ||w_k|| and max_k |b_k|.
-    max_row_norm: f64,
-    max_abs_bias: f64,
     /// gamma32_d (1 + u32) + u32.
     relative_f32: f64,
     dim: usize,
@@ -789,20 +788,19 @@ const UNIT_F64: f64 = f64::EPSILON / 2.0;
 
 impl F32Logits {
     /// `None` when d is so large that f32 sums carry no guarantee.
-    fn new(classifier: &Classifier, exact: &ExactLogitError) -> Option<Self> {
+    fn new(classifier: &Classifier) -> Option<Self> {
         let (k, d) = (classifier.num_classes, classifier.dim);
         Some(Self {
             weight: Mat::from_fn(k, d, |c, j| classifier.row(c)[j] as f32),
-            max_row_norm: exact.max_row_norm,
-            max_abs_bias: exact.max_abs_bias,
             relative_f32: gamma(d, UNIT_F32)? * (1.0 + UNIT_F32) + UNIT_F32,
             dim: d,
         })
     }
 
-    /// The f32 part of B for a sample with ||h|| <= `norm`; infinite where f32 could overflow.
-    fn error_bound(&self, norm: f64) -> f64 {
-        let a = self.max_row_norm * norm;
+    /// The f32 part of B for a sample with ||h|| <= `norm` (max_k ||w_k|| and max_k |b_k|
+    /// from `exact`); infinite where f32 could overflow.
+    fn error_bound(&self, exact: &ExactLogitError, norm: f64) -> f64 {
+        let a = exact.max_row_norm * norm;
         if a.is_nan() || a >= F32_PRODUCT_LIMIT {
             return f64::INFINITY;
         }
@@ -810,7 +808,7 @@ impl F32Logits {
         1.01 * (self.relative_f32 * a
             + 2.0 * d.sqrt() * norm * 2f64.powi(-149)
             + 2.0 * d * 2f64.powi(-126)
-            + 2.0 * UNIT_F64 * (a + self.max_abs_bias))
+            + 2.0 * UNIT_F64 * (a + exact.max_abs_bias))
     }
 }
 
@@ -839,9 +837,11 @@ pub struct MetricsPlan {
     inv_sq_singular: Vec<f64>,
     /// (W mu_y + b)_k, K x K row-major (y, k).
     logit_offset: Vec<f64>,
-    /// The classifier's decisions from the projections where a bound proves them, and
-    /// from f32 logits (for f32 features) where it does not; both exist only with a
-    /// classifier.
+    /// The classifier's decisions: the exact path's error bound, the route from the
+    /// projections (only where r < d: elsewhere it cannot cost less than a logit
+    /// product), and the route from f32 logits (used for f32 features); all exist only
+    /// with a classifier.
+    logit_error: Option<ExactLogitError>,
     projected_logits: Option<ProjectedLogits>,
     f32_logits: Option<F32Logits>,
     /// First row of the Q-projections q = Q^T c among the functional outputs.
@@ -950,9 +950,13 @@ impl MetricsPlan {
         let r = own_basis.singular_values.len();
 
         let same_reference = reference.is_none_or(|r| std::ptr::eq(r, own));
+        let logit_error = classifier.and_then(|clf| ExactLogitError::new(clf, own));
         let (ncc, projected_logits) = rayon::join(
             || NccGeometry::new(own, reference.filter(|_| !same_reference), &own_basis.basis),
-            || classifier.and_then(|clf| ProjectedLogits::new(clf, own, own_basis.basis.as_ref())),
+            || {
+                let clf = classifier.filter(|_| r < d)?;
+                ProjectedLogits::new(clf, own, own_basis.basis.as_ref(), logit_error.as_ref()?)
+            },
         );
         let NccGeometry {
             reference_basis: ref_basis,
@@ -987,9 +991,8 @@ impl MetricsPlan {
             }
         };
         Ok(Self {
-            f32_logits: classifier
-                .zip(projected_logits.as_ref())
-                .and_then(|(clf, projected)| F32Logits::new(clf, &projected.exact)),
+            f32_logits: classifier.and_then(F32Logits::new),
+            logit_error,
             projected_logits,
             num_classes: k,
             dim: d,
@@ -1242,32 +1245,38 @@ impl ScatterState {
         } = scratch;
         decisions.clear();
         undecided.clear();
+        // Both routes need the exact path's error bound (absent only for absurd d).
+        let errors = plan.logit_error.as_ref();
         let f32_logits = plan
             .f32_logits
             .as_ref()
-            .zip(plan.projected_logits.as_ref())
+            .zip(errors)
             .filter(|_| T::EXACT_F32);
         // The projections cost K r f64 multiply-adds per sample, the logit product K d in
         // f64 or K d in f32 at twice the speed: they are tried only where they cost less.
         let r = plan.rank();
-        let cheaper = if f32_logits.is_some() {
-            2 * r < d
-        } else {
-            r < d
-        };
-        match plan.projected_logits.as_ref().filter(|_| cheaper) {
-            Some(projected) => {
+        let cheaper = f32_logits.is_none() || 2 * r < d;
+        match plan
+            .projected_logits
+            .as_ref()
+            .zip(errors)
+            .filter(|_| cheaper)
+        {
+            Some((projected, errors)) => {
                 resize(estimates, k, rows);
                 matmul(
                     estimates.as_mut(),
                     Accum::Replace,
                     projected.coefficients.as_ref(),
-                    outputs.as_ref().subrows(0, plan.rank()),
+                    outputs.as_ref().subrows(0, r),
                     1.0,
                     Par::Seq,
                 );
                 for (i, &y) in labels.iter().enumerate() {
-                    match projected.decide(estimates.col_as_slice(i), y as usize, deviations[i]) {
+                    let y = y as usize;
+                    let bound = errors.bound(errors.sample_norm(deviations[i], y), y);
+                    let estimate = estimates.col_as_slice(i);
+                    match projected.decide(estimate, y, deviations[i], bound) {
                         Some(class) => decisions.push(class),
                         None => {
                             decisions.push(usize::MAX);
@@ -1286,7 +1295,7 @@ impl ScatterState {
             return;
         }
         let count = undecided.len();
-        if let Some((f32_logits, projected)) = f32_logits {
+        if let Some((f32_logits, errors)) = f32_logits {
             gathered_f32.clear();
             for &i in undecided.iter() {
                 let row = &features[i * d..(i + 1) * d];
@@ -1306,13 +1315,12 @@ impl ScatterState {
                 let centred_row = &centred[i * d..(i + 1) * d];
                 let offsets = &plan.logit_offset[y * k..(y + 1) * k];
                 let exact = |c: usize| dot(classifier.row(c), centred_row) + offsets[c];
-                let norm = projected.exact.sample_norm(deviations[i], y);
-                let exact_error = projected.exact.bound(norm, y);
                 decisions[i] = f32_logits.decide(
                     logits_f32.col_as_slice(j),
                     classifier.bias(),
-                    norm,
-                    exact_error,
+                    errors,
+                    errors.sample_norm(deviations[i], y),
+                    y,
                     exact,
                 );
             }
@@ -1391,17 +1399,17 @@ fn resize<T: faer::traits::ComplexField>(m: &mut Mat<T>, rows: usize, cols: usiz
 impl F32Logits {
     /// The argmax over classes of the exact path's logits `exact(c)` (first class on ties,
     /// as `argmin` of their negatives), decided from the f32 products `z32` = W h and the
-    /// bias wherever the bound allows. `norm` >= ||h||; `exact_error`: the exact path's
-    /// error bound for this sample.
+    /// bias wherever the bound allows, for a sample of class y with ||h|| <= `norm`.
     fn decide(
         &self,
         z32: &[f32],
         bias: &[f64],
+        errors: &ExactLogitError,
         norm: f64,
-        exact_error: f64,
+        y: usize,
         exact: impl Fn(usize) -> f64,
     ) -> usize {
-        let bound = self.error_bound(norm) + exact_error;
+        let bound = self.error_bound(errors, norm) + errors.bound(norm, y);
         let z = |c: usize| f64::from(z32[c]) + bias[c];
         let classes = 0..z32.len();
         let certified = bound.is_finite() && classes.clone().all(|c| z(c).is_finite());

@@ -57,7 +57,7 @@ pub fn run(args: Args) -> Result<()> {
     for (flag, key, found) in asked {
         if let (Some(key), false) = (key, found) {
             bail!(
-                "{}: no array '{key}' (named by {flag}); leave {flag} out if the file has no classifier",
+                "{}: no array '{key}' (named by {flag}); leave {flag} out if the file has none",
                 args.file.display()
             );
         }
