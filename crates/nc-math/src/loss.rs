@@ -1,4 +1,4 @@
-//! The classification losses of DESIGN.md in f64, per sample: value, gradient with respect
+//! The classification losses of docs/ufm.md in f64, per sample: value, gradient with respect
 //! to the logits, and Hessian-vector product with respect to the logits.
 //!
 //! With logits `z` (length K), `p = softmax(z)` and true class `k`:
@@ -21,6 +21,99 @@ pub const DEFAULT_ALPHA: f64 = 0.05;
 pub const DEFAULT_GAMMA: f64 = 3.0;
 /// Official default target scale of `mse`.
 pub const DEFAULT_RESCALE: f64 = 15.0;
+
+/// The four members of the loss family, by name: the one list every front end offers, in
+/// the order reports show them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossKind {
+    Ce,
+    Ls,
+    Fl,
+    Mse,
+}
+
+impl LossKind {
+    /// Every kind, in report order.
+    pub const ALL: [LossKind; 4] = [LossKind::Ce, LossKind::Ls, LossKind::Fl, LossKind::Mse];
+
+    /// The short name: `ce`, `ls`, `fl` or `mse`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LossKind::Ce => "ce",
+            LossKind::Ls => "ls",
+            LossKind::Fl => "fl",
+            LossKind::Mse => "mse",
+        }
+    }
+
+    /// What the name stands for, for help texts.
+    pub fn description(self) -> &'static str {
+        match self {
+            LossKind::Ce => "cross-entropy",
+            LossKind::Ls => "label smoothing (alpha)",
+            LossKind::Fl => "focal loss (gamma)",
+            LossKind::Mse => "mean squared error against rescaled one-hot targets (rescale)",
+        }
+    }
+
+    /// This kind with its parameter taken from `params`.
+    pub fn with_params(self, params: LossParams) -> Loss {
+        match self {
+            LossKind::Ce => Loss::CrossEntropy,
+            LossKind::Ls => Loss::LabelSmoothing {
+                alpha: params.alpha,
+            },
+            LossKind::Fl => Loss::Focal {
+                gamma: params.gamma,
+            },
+            LossKind::Mse => Loss::Mse {
+                rescale: params.rescale,
+            },
+        }
+    }
+}
+
+impl fmt::Display for LossKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for LossKind {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        LossKind::ALL
+            .into_iter()
+            .find(|kind| kind.name() == name)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "unknown loss '{name}' (expected one of {})",
+                    LossKind::ALL.map(LossKind::name).join(", ")
+                ))
+            })
+    }
+}
+
+/// The parameters of the family, one per loss that has one; each defaults to the official
+/// value (`DEFAULT_ALPHA`, `DEFAULT_GAMMA`, `DEFAULT_RESCALE`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LossParams {
+    pub alpha: f64,
+    pub gamma: f64,
+    pub rescale: f64,
+}
+
+impl Default for LossParams {
+    fn default() -> Self {
+        LossParams {
+            alpha: DEFAULT_ALPHA,
+            gamma: DEFAULT_GAMMA,
+            rescale: DEFAULT_RESCALE,
+        }
+    }
+}
 
 /// One member of the loss family. Serialised as `{"kind": "ls", "alpha": 0.05}` etc. (the
 /// `loss` field of a training run's `config.json`).
@@ -59,26 +152,30 @@ impl Loss {
         }
     }
 
+    /// Which member of the family this is.
+    pub fn kind(&self) -> LossKind {
+        match self {
+            Loss::CrossEntropy => LossKind::Ce,
+            Loss::LabelSmoothing { .. } => LossKind::Ls,
+            Loss::Focal { .. } => LossKind::Fl,
+            Loss::Mse { .. } => LossKind::Mse,
+        }
+    }
+
     /// The short name: `ce`, `ls`, `fl` or `mse`.
     pub fn name(&self) -> &'static str {
-        match self {
-            Loss::CrossEntropy => "ce",
-            Loss::LabelSmoothing { .. } => "ls",
-            Loss::Focal { .. } => "fl",
-            Loss::Mse { .. } => "mse",
-        }
+        self.kind().name()
     }
 
     /// The loss called `name` (`ce`, `ls`, `fl`, `mse`), taking the one parameter it has
     /// from `alpha`, `gamma` or `rescale`; `None` for an unknown name.
     pub fn from_name(name: &str, alpha: f64, gamma: f64, rescale: f64) -> Option<Self> {
-        Some(match name {
-            "ce" => Loss::CrossEntropy,
-            "ls" => Loss::LabelSmoothing { alpha },
-            "fl" => Loss::Focal { gamma },
-            "mse" => Loss::Mse { rescale },
-            _ => return None,
-        })
+        let kind: LossKind = name.parse().ok()?;
+        Some(kind.with_params(LossParams {
+            alpha,
+            gamma,
+            rescale,
+        }))
     }
 
     /// True for the losses that depend on the logits only through `softmax(z)`

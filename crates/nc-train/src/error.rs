@@ -10,16 +10,6 @@ pub enum TrainError {
     /// A data file is missing, unreadable or corrupt, or labels do not fit the classes.
     #[error("data: {0}")]
     Data(String),
-    /// Reading or writing a file of the run directory failed.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The run directory is not usable (exists and is not empty, has no config to resume, ...).
-    #[error("run directory {path}: {msg}")]
-    RunDir { path: PathBuf, msg: String },
     /// Saving or loading a checkpoint failed.
     #[error("checkpoint {path}: {msg}")]
     Checkpoint { path: PathBuf, msg: String },
@@ -35,19 +25,10 @@ pub enum TrainError {
     /// The metrics engine rejected the features.
     #[error("metrics: {0}")]
     Metrics(String),
-    /// JSON (de)serialisation of config/state files.
-    #[error("{path}: {msg}")]
-    Json { path: PathBuf, msg: String },
+    /// Writing or reading a file of the run directory's format.
+    #[error(transparent)]
+    Experiment(#[from] nc_experiments::Error),
 }
 
 /// Result alias of nc-train.
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
-
-impl TrainError {
-    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        TrainError::Io {
-            path: path.into(),
-            source,
-        }
-    }
-}

@@ -16,12 +16,14 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod features;
-pub mod run_dir;
+/// The run directory's layout lives with the experiments code, which reads it without burn.
+pub use nc_experiments::run_dir;
 pub mod source;
 pub mod trainer;
 
 pub use config::TrainConfig;
-pub use trainer::{resume, train, RunOptions, Summary};
+pub use run_dir::Summary;
+pub use trainer::{resume, train, RunOptions};
 
 /// Copies a float tensor to the host as f32 values (row-major).
 pub(crate) fn host_f32<const D: usize>(t: burn::Tensor<D>) -> Vec<f32> {

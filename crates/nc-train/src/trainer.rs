@@ -27,8 +27,8 @@ use crate::loss::{batch_loss, one_hot};
 use crate::model::Net;
 use crate::optim::{build_sgd, clip_global_norm};
 use crate::run_dir::{
-    csv_columns, read_json, read_metrics, write_json, write_metrics, write_safetensors, MetricsRow,
-    RunDir,
+    csv_columns, final_tensors, read_json, read_metrics, write_json, write_metrics,
+    write_safetensors, MetricsRow, RunDir, Summary,
 };
 use crate::source::Samples;
 
@@ -53,25 +53,6 @@ pub struct ResumeState {
     /// Seconds spent in training steps so far and their number.
     pub train_seconds: f64,
     pub train_steps: u64,
-}
-
-/// `summary.json`.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-pub struct Summary {
-    pub epochs: usize,
-    /// Epoch with the best validation accuracy (the last epoch when there is no validation split).
-    pub best_epoch: usize,
-    pub best_val_acc: Option<f64>,
-    /// Test accuracy of the best-validation checkpoint (as the paper reports it).
-    pub best_val_test_acc: f64,
-    pub final_train_acc: f64,
-    pub final_test_acc: f64,
-    pub final_train_loss: f64,
-    pub final_train_nc1: Option<f64>,
-    pub initial_train_nc1: Option<f64>,
-    /// Mean wall time of one training step (forward, backward, clipping, SGD), seconds.
-    pub seconds_per_step: f64,
-    pub backend: String,
 }
 
 /// Everything prepared from a config: data, split, normalisation, devices.
@@ -382,7 +363,11 @@ fn run(
             let values = means.means().iter().map(|&x| x as f32).collect();
             write_safetensors(
                 &dir.initial_tensors(),
-                &[("initial_train_class_means", vec![k, means.dim()], values)],
+                &[(
+                    final_tensors::INITIAL_TRAIN_CLASS_MEANS,
+                    vec![k, means.dim()],
+                    values,
+                )],
             )?;
         }
         rows.push(make_row(0, sched.lr(1), &ev.0, ev.1.as_ref(), &ev.2));
@@ -580,17 +565,21 @@ fn finish(
             .unwrap_or_default()
     };
     let mut tensors = vec![
-        ("weight", vec![p.k, d], weight.clone()),
-        ("bias", vec![p.k], bias.clone()),
-        ("train_class_means", vec![p.k, d], means(&tr)),
+        (final_tensors::WEIGHT, vec![p.k, d], weight.clone()),
+        (final_tensors::BIAS, vec![p.k], bias.clone()),
+        (final_tensors::TRAIN_CLASS_MEANS, vec![p.k, d], means(&tr)),
     ];
     if te.means.is_some() {
-        tensors.push(("test_class_means", vec![p.k, d], means(&te)));
+        tensors.push((final_tensors::TEST_CLASS_MEANS, vec![p.k, d], means(&te)));
     }
     if let Ok(initial) = nc_data::safetensors::read_safetensors(&dir.initial_tensors()) {
-        if let Some(m) = initial.get("initial_train_class_means") {
+        if let Some(m) = initial.get(final_tensors::INITIAL_TRAIN_CLASS_MEANS) {
             let values = m.to_f64_vec().iter().map(|&x| x as f32).collect();
-            tensors.push(("initial_train_class_means", m.shape.clone(), values));
+            tensors.push((
+                final_tensors::INITIAL_TRAIN_CLASS_MEANS,
+                m.shape.clone(),
+                values,
+            ));
         }
     }
     write_safetensors(&dir.final_tensors(), &tensors)?;

@@ -1,9 +1,9 @@
 //! `nclab`: does the choice of classification loss matter once a network is large and
 //! trained long? See the README for the commands and the metric definitions.
 
+mod args;
 mod cmd;
 mod plot;
-mod runs;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

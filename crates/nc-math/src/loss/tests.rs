@@ -232,3 +232,42 @@ fn names_parse_print_and_serialise() {
         assert!(bad.parse::<Loss>().is_err(), "{bad} should not parse");
     }
 }
+
+#[test]
+fn loss_kinds_name_parse_and_carry_their_parameter() {
+    let names: Vec<&str> = LossKind::ALL.iter().map(|k| k.name()).collect();
+    assert_eq!(names, ["ce", "ls", "fl", "mse"]);
+    let params = LossParams {
+        alpha: 0.2,
+        gamma: 1.5,
+        rescale: 7.0,
+    };
+    let expected = [
+        Loss::CrossEntropy,
+        Loss::LabelSmoothing { alpha: 0.2 },
+        Loss::Focal { gamma: 1.5 },
+        Loss::Mse { rescale: 7.0 },
+    ];
+    for (kind, loss) in LossKind::ALL.into_iter().zip(expected) {
+        assert_eq!(kind.name().parse::<LossKind>().unwrap(), kind);
+        assert_eq!(kind.to_string(), kind.name());
+        assert_eq!(kind.with_params(params), loss);
+        assert_eq!(loss.kind(), kind);
+        assert_eq!(
+            serde_json::to_string(&kind).unwrap(),
+            format!("\"{}\"", kind.name())
+        );
+    }
+    // Report order is the declaration order.
+    assert!(LossKind::Ce < LossKind::Ls && LossKind::Fl < LossKind::Mse);
+    let err = "xent".parse::<LossKind>().unwrap_err().to_string();
+    assert!(
+        err.contains("xent") && err.contains("ce, ls, fl, mse"),
+        "{err}"
+    );
+    let defaults = LossParams::default();
+    assert_eq!(
+        (defaults.alpha, defaults.gamma, defaults.rescale),
+        (DEFAULT_ALPHA, DEFAULT_GAMMA, DEFAULT_RESCALE)
+    );
+}

@@ -1,11 +1,11 @@
-//! `nclab analyze FILE`: every metric of the specification on a feature file.
+//! `nclab analyze FILE`: every metric of the specification on a feature file (computed by
+//! `nc_experiments::analysis`), as a table or JSON.
 
-use anyhow::{bail, Context, Result};
-use nc_data::features::{load_feature_file, FeatureKeys, FeatureSet, FloatData};
-use nc_data::DType;
-use nc_math::metrics::{
-    ClassMeans, Classifier, LeF32, LeF64, MeanAccumulator, MetricsPlan, NcMetrics,
-};
+use crate::args::user_error;
+use anyhow::Result;
+use nc_data::features::FeatureKeys;
+use nc_experiments::analysis::AnalysisRequest;
+use nc_math::metrics::NcMetrics;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -42,34 +42,19 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let defaults = FeatureKeys::default();
-    let keys = FeatureKeys {
-        features: args.features_key.clone(),
-        labels: args.labels_key.clone(),
-        weight: args.weight_key.clone().unwrap_or(defaults.weight),
-        bias: args.bias_key.clone().unwrap_or(defaults.bias),
+    let request = AnalysisRequest {
+        file: args.file.clone(),
+        keys: FeatureKeys {
+            features: args.features_key.clone(),
+            labels: args.labels_key.clone(),
+            weight: args.weight_key.clone().unwrap_or(defaults.weight),
+            bias: args.bias_key.clone().unwrap_or(defaults.bias),
+        },
+        weight_required: args.weight_key.is_some(),
+        bias_required: args.bias_key.is_some(),
+        means_from: args.means_from.clone(),
     };
-    let set = load_feature_file(&args.file, &keys)?;
-    // A name the user typed is a request: a typo must not quietly drop the classifier.
-    let asked = [
-        ("--weight-key", &args.weight_key, set.weight.is_some()),
-        ("--bias-key", &args.bias_key, set.bias.is_some()),
-    ];
-    for (flag, key, found) in asked {
-        if let (Some(key), false) = (key, found) {
-            bail!(
-                "{}: no array '{key}' (named by {flag}); leave {flag} out if the file has none",
-                args.file.display()
-            );
-        }
-    }
-    let reference = match &args.means_from {
-        Some(path) => Some(class_means_of(
-            &load_feature_file(path, &keys)?,
-            num_classes(&set)?,
-        )?),
-        None => None,
-    };
-    let metrics = analyze(&set, reference.as_ref())?;
+    let metrics = request.run().map_err(user_error)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
@@ -79,87 +64,6 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// K: the rows of `weight` when the file has one, else the largest label + 1.
-fn num_classes(set: &FeatureSet) -> Result<usize> {
-    match set.num_classes_weight {
-        Some(k) => Ok(k),
-        None => match set.labels.iter().max() {
-            Some(&max) => Ok(max as usize + 1),
-            None => bail!("{}: the file holds no samples", set.path.display()),
-        },
-    }
-}
-
-fn with_path<T>(path: &Path, result: nc_math::Result<T>) -> Result<T> {
-    result.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-}
-
-/// Evaluates `$body` with `$features` bound to the file's features as a slice of their
-/// stored element type (f32, f64, or little-endian elements read in place from the file),
-/// so the metrics run on the data as stored, without a converted copy.
-macro_rules! with_stored_features {
-    ($set:expr, |$features:ident| $body:expr) => {
-        match &$set.features {
-            FloatData::F32($features) => $body,
-            FloatData::F64($features) => $body,
-            FloatData::Mapped(mapped) => match mapped.dtype() {
-                DType::F32 => {
-                    let $features = LeF32::slice_from_bytes(mapped.bytes())
-                        .context("internal: mapped float32 data of a partial element")?;
-                    $body
-                }
-                _ => {
-                    let $features = LeF64::slice_from_bytes(mapped.bytes())
-                        .context("internal: mapped float64 data of a partial element")?;
-                    $body
-                }
-            },
-        }
-    };
-}
-
-/// Phase 1 over a file's features: its class means, checked against K.
-fn class_means_of(set: &FeatureSet, num_classes: usize) -> Result<ClassMeans> {
-    let mut acc = MeanAccumulator::new(num_classes, set.dim);
-    let added = with_stored_features!(set, |features| acc.add_batch(features, &set.labels));
-    with_path(&set.path, added)?;
-    with_path(&set.path, acc.finish())
-}
-
-/// Both phases over the features of one file, in their stored precision.
-pub fn analyze(set: &FeatureSet, reference: Option<&ClassMeans>) -> Result<NcMetrics> {
-    let k = num_classes(set)?;
-    let path = &set.path;
-    let classifier = match &set.weight {
-        Some(weight) => Some(with_path(
-            path,
-            Classifier::new(k, set.dim, weight.clone(), set.bias.clone()),
-        )?),
-        None => None,
-    };
-    if let Some(reference) = reference {
-        if reference.dim() != set.dim || reference.num_classes() != k {
-            bail!(
-                "{}: the reference means are {} classes x {} dims, expected {k} x {} like the features",
-                path.display(),
-                reference.num_classes(),
-                reference.dim(),
-                set.dim
-            );
-        }
-    }
-    let means = class_means_of(set, k)?;
-    let plan = with_path(
-        path,
-        MetricsPlan::new(&means, classifier.as_ref(), reference),
-    )
-    .with_context(|| format!("cannot measure {}", path.display()))?;
-    let mut scatter = plan.accumulator();
-    let added = with_stored_features!(set, |features| scatter.add_batch(features, &set.labels));
-    with_path(path, added)?;
-    with_path(path, scatter.finish())
 }
 
 /// A readable table: value and what the number means.

@@ -1,18 +1,26 @@
 //! `nclab reproduce`: the paper's experiment at a chosen scale — a sweep over the four losses,
-//! then the report, the feature comparison and a short verdict.
+//! then the report, the feature comparison and a short verdict. The presets are
+//! `nc_experiments::presets`'.
 
 use super::{compare, report, sweep};
-use anyhow::{bail, Result};
+use crate::args::user_error;
+use anyhow::Result;
+use nc_experiments::comparison::{compare_runs, table};
+use nc_experiments::presets::{Plan, Preset};
+use nc_experiments::sweep::CellState;
 use std::path::PathBuf;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Preset {
-    /// Embedded MNIST-10k, 3-hidden-layer MLP with BatchNorm at widths 0.5 and 1, 400 epochs, 4 losses, one seed: ~6 min on 2 CPU cores.
-    MnistMlp,
-    /// The paper's CIFAR-10 grid: WideResNet-50-style, widths 0.25/0.5/1/2, 100/200/400/800 epochs, 3 seeds (GPU).
-    PaperCifar10,
-    /// The same grid on CIFAR-100.
-    PaperCifar100,
+fn preset_parser() -> impl clap::builder::TypedValueParser<Value = Preset> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(
+        Preset::ALL.map(|p| clap::builder::PossibleValue::new(p.name()).help(p.description())),
+    )
+    .map(|name| {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .expect("a listed preset")
+    })
 }
 
 #[derive(clap::Args)]
@@ -22,7 +30,7 @@ skipped and interrupted ones resumed."
 )]
 pub struct Args {
     /// Which scale to run.
-    #[arg(long, value_enum, default_value = "mnist-mlp")]
+    #[arg(long, value_parser = preset_parser(), default_value = Preset::ALL[0].name())]
     pub preset: Preset,
     /// Output folder: one run directory per cell, plus report/ and compare/.
     #[arg(long, default_value = "runs/reproduce")]
@@ -42,167 +50,54 @@ pub struct Args {
     pub device: String,
 }
 
-/// A preset spelled out: the sweep grid, the options every cell shares, and the training
-/// set size (for the work estimate).
-pub struct Plan {
-    pub losses: Vec<String>,
-    pub widths: Vec<f64>,
-    pub epochs: Vec<usize>,
-    pub seeds: Vec<u64>,
-    pub train_args: Vec<String>,
-    pub train_samples: usize,
-    pub batch_size: usize,
-}
-
-/// Settings of the default job, chosen so that every loss collapses visibly within the time
-/// budget (see the README): BatchNorm MLP with three hidden layers, 142 digits per class, 400
-/// epochs. 142 per class leaves 128 per class after the 10% validation split: 1,280
-/// training digits, ten full batches of 128. (With 100 per class the last batch of every
-/// epoch held 4 samples, whose BatchNorm statistics are so noisy that CE, LS and FL stopped
-/// collapsing at NC1 ~ 0.2.) Measured here: two hidden layers, or width 2, or 200 epochs
-/// left FL (and at width 2 also CE) short of a tenfold drop of train NC1; three layers at
-/// widths 0.5 and 1 for 400 epochs take every loss well past it.
-pub const MNIST_PER_CLASS: usize = 142;
-pub const MNIST_EPOCHS: usize = 400;
-pub const MNIST_DEPTH: usize = 3;
-
-pub fn plan(args: &Args) -> Result<Plan> {
-    let losses = ["ce", "ls", "fl", "mse"].map(String::from).to_vec();
-    let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    Ok(match args.preset {
-        Preset::MnistMlp => {
-            let mut train_args = strings(&[
-                "--data",
-                "mnist",
-                "--model",
-                "mlp",
-                "--hidden",
-                "512",
-                "--batch-norm",
-            ]);
-            train_args.extend([
-                "--depth".into(),
-                MNIST_DEPTH.to_string(),
-                "--per-class".into(),
-                MNIST_PER_CLASS.to_string(),
-                "--save-features".into(),
-            ]);
-            train_args.extend(["--device".into(), args.device.clone()]);
-            Plan {
-                losses,
-                widths: vec![0.5, 1.0],
-                epochs: vec![MNIST_EPOCHS],
-                seeds: vec![1],
-                train_args,
-                // round(10%) of each class is held out for validation.
-                train_samples: 10
-                    * (MNIST_PER_CLASS - (MNIST_PER_CLASS as f64 * 0.1).round() as usize),
-                batch_size: 128,
-            }
-        }
-        Preset::PaperCifar10 | Preset::PaperCifar100 => {
-            let Some(dir) = &args.data_dir else {
-                let name = clap::ValueEnum::to_possible_value(&args.preset)
-                    .map(|v| v.get_name().to_string())
-                    .unwrap_or_default();
-                bail!("--preset {name} needs --data-dir DIR with the CIFAR binary files");
-            };
-            let kind = if args.preset == Preset::PaperCifar10 {
-                "cifar10"
-            } else {
-                "cifar100"
-            };
-            let mut train_args = strings(&["--data"]);
-            train_args.push(format!("{kind}:{}", dir.display()));
-            train_args.extend(strings(&[
-                "--model",
-                "wrn50",
-                "--save-features",
-                "--device",
-            ]));
-            train_args.push(args.device.clone());
-            Plan {
-                losses,
-                widths: vec![0.25, 0.5, 1.0, 2.0],
-                epochs: vec![100, 200, 400, 800],
-                seeds: vec![1, 2, 3],
-                train_args,
-                train_samples: 45_000,
-                batch_size: 128,
-            }
-        }
-    })
-}
-
-fn sweep_args(args: &Args, plan: &Plan) -> sweep::Args {
-    sweep::Args {
-        losses: plan.losses.clone(),
-        widths: plan.widths.clone(),
-        epochs: plan.epochs.clone(),
-        seeds: plan.seeds.clone(),
-        out: args.out.clone(),
-        jobs: args.jobs.unwrap_or(match args.preset {
-            Preset::MnistMlp => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            Preset::PaperCifar10 | Preset::PaperCifar100 => 1,
-        }),
-        list: false,
-        cell: None,
-        retry_failed: true,
-        train_args: plan.train_args.clone(),
-    }
-}
-
 pub fn run(args: Args) -> Result<()> {
-    let plan = plan(&args)?;
-    let sweep = sweep_args(&args, &plan);
-    let cells = sweep::cells(&sweep)?;
-    let steps: usize = cells
-        .iter()
-        .map(|c| c.epochs * plan.train_samples.div_ceil(plan.batch_size))
-        .sum();
+    let plan =
+        Plan::new(args.preset, args.data_dir.as_deref(), &args.device).map_err(user_error)?;
+    let mut job = sweep::Job::new(&plan.grid, &args.out, plan.train_args.clone())?;
+    job.jobs = args.jobs.unwrap_or(if args.preset.cells_fit_one_core() {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    });
+    job.retry_failed = true;
+    let cells = &job.cells;
     let done = cells
         .iter()
-        .filter(|c| sweep::cell_state(&args.out, c) == sweep::CellState::Finished)
+        .filter(|c| job.sweep.state(c) == CellState::Finished)
         .count();
     eprintln!(
-        "plan: {} cells ({} losses x {} widths x {} epoch settings x {} seeds), {steps} SGD steps in all, {done} already finished; output in {}",
+        "plan: {} cells ({} losses x {} widths x {} epoch settings x {} seeds), {} SGD steps in all, {done} already finished; output in {}",
         cells.len(),
-        plan.losses.len(),
-        plan.widths.len(),
-        plan.epochs.len(),
-        plan.seeds.len(),
+        plan.grid.losses.len(),
+        plan.grid.widths.len(),
+        plan.grid.epochs.len(),
+        plan.grid.seeds.len(),
+        plan.total_steps(cells),
         args.out.display()
     );
     if args.dry_run {
         for (i, cell) in cells.iter().enumerate() {
-            println!(
-                "{i:>4}  {}  ({:?})",
-                cell.name(),
-                sweep::cell_state(&args.out, cell)
-            );
+            println!("{i:>4}  {}  ({:?})", cell.name(), job.sweep.state(cell));
         }
         return Ok(());
     }
-    sweep::run(sweep)?;
+    sweep::execute(&job)?;
 
     let report_dir = args.out.join("report");
     let report = report::write_report(&args.out, &report_dir)?;
-    // Compare the four losses at the widest, longest setting (first seed).
-    let widest = plan.widths.iter().copied().fold(f64::MIN, f64::max);
-    let longest = *plan.epochs.iter().max().unwrap_or(&0);
-    let runs: Vec<PathBuf> = cells
-        .iter()
-        .filter(|c| c.width == widest && c.epochs == longest && c.seed == plan.seeds[0])
-        .map(|c| args.out.join(c.name()))
+    let runs: Vec<PathBuf> = plan
+        .comparison_cells(cells)
+        .into_iter()
+        .map(|c| job.sweep.run_dir(c).root)
         .collect();
-    let comparison = compare::compare_runs(&runs)?;
+    let comparison = compare_runs(&runs)?;
     let compare_dir = args.out.join("compare");
     compare::write_outputs(&comparison, &compare_dir)?;
 
     println!("\n{}", report.verdict_table());
     println!(
         "{}",
-        compare::table(
+        table(
             "class-mean Procrustes distance (0 = same geometry up to rotation and scale)",
             &comparison.runs,
             &comparison.means_procrustes
@@ -211,11 +106,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(baseline) = &comparison.untrained_means_procrustes {
         println!(
             "same distances from each run's untrained (epoch-0) network: {}",
-            baseline
-                .iter()
-                .map(|d| d.map_or("n/a".into(), |x| format!("{x:.4}")))
-                .collect::<Vec<_>>()
-                .join(", ")
+            compare::distances(baseline)
         );
     }
     println!(

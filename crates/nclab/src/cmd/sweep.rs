@@ -1,8 +1,12 @@
 //! `nclab sweep`: every cell of loss x width x epochs x seed as an ordinary `nclab train` run
 //! directory with a stable name, run here (`--jobs N` at once), listed as one command per
 //! cell for a batch system (`--list`), or run one cell (`--cell I`, e.g. a Slurm array task).
+//! The grid, the cell names and their state are `nc_experiments::sweep`'s.
 
+use crate::args::{loss_kind_parser, user_error};
 use anyhow::{bail, Context, Result};
+use nc_experiments::sweep::{Cell, CellState, Grid, SweepDir};
+use nc_math::loss::LossKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,9 +19,9 @@ use std::sync::Mutex;
 Example: nclab sweep --losses ce,ls,fl,mse --widths 0.5,1 --epochs 50,100 --seeds 1,2 --out runs/sweep -- --data mnist --batch-norm"
 )]
 pub struct Args {
-    /// Losses, comma-separated (ce, ls, fl, mse).
-    #[arg(long, value_delimiter = ',', default_value = "ce,ls,fl,mse")]
-    pub losses: Vec<String>,
+    /// Losses, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = loss_kind_parser(), default_values_t = LossKind::ALL)]
+    pub losses: Vec<LossKind>,
     /// Width multipliers, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     pub widths: Vec<f64>,
@@ -47,115 +51,56 @@ pub struct Args {
     pub train_args: Vec<String>,
 }
 
-/// One cell of the grid.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Cell {
-    pub loss: String,
-    pub width: f64,
-    pub epochs: usize,
-    pub seed: u64,
-}
-
-impl Cell {
-    /// The run directory's name: `{loss}_w{width}_e{epochs}_s{seed}`.
-    pub fn name(&self) -> String {
-        format!(
-            "{}_w{}_e{}_s{}",
-            self.loss, self.width, self.epochs, self.seed
-        )
-    }
-
-    /// The arguments of `nclab train` for this cell (without the program name).
-    pub fn train_args(&self, fixed: &[String], out: &Path) -> Vec<String> {
-        let mut args = vec!["train".to_string()];
-        args.extend(fixed.iter().cloned());
-        args.extend([
-            "--loss".into(),
-            self.loss.clone(),
-            "--width".into(),
-            self.width.to_string(),
-            "--epochs".into(),
-            self.epochs.to_string(),
-            "--seed".into(),
-            self.seed.to_string(),
-            "--out".into(),
-            out.join(self.name()).display().to_string(),
-        ]);
-        args
-    }
-}
-
-/// Options the sweep sets per cell, so they may not appear among the fixed ones.
+/// Options of `nclab train` the sweep sets per cell, so they may not appear among the fixed ones.
 const SWEPT_FLAGS: [&str; 6] = [
     "--loss", "--width", "--epochs", "--seed", "--out", "--resume",
 ];
 
-/// The cells in their fixed order: loss, width, epochs, seed (seed fastest).
-pub fn cells(args: &Args) -> Result<Vec<Cell>> {
-    for loss in &args.losses {
-        if !["ce", "ls", "fl", "mse"].contains(&loss.as_str()) {
-            bail!("--losses: unknown loss '{loss}' (expected ce, ls, fl, mse)");
-        }
-    }
-    if let Some(w) = args.widths.iter().find(|w| !(**w > 0.0 && w.is_finite())) {
-        bail!("--widths: {w} is not a positive width multiplier");
-    }
-    if args.epochs.contains(&0) {
-        bail!("--epochs: every training length must be at least 1");
-    }
-    for flag in &args.train_args {
-        let name = flag.split('=').next().unwrap_or(flag);
-        if SWEPT_FLAGS.contains(&name) {
-            bail!("{name} is set by the sweep for each cell; give --losses/--widths/--epochs/--seeds/--out instead");
-        }
-    }
-    let mut cells = Vec::new();
-    for loss in &args.losses {
-        for &width in &args.widths {
-            for &epochs in &args.epochs {
-                for &seed in &args.seeds {
-                    cells.push(Cell {
-                        loss: loss.clone(),
-                        width,
-                        epochs,
-                        seed,
-                    });
-                }
+/// The arguments of `nclab train` for `cell` (without the program name).
+pub fn train_args(cell: &Cell, fixed: &[String], sweep: &SweepDir) -> Vec<String> {
+    let mut args = vec!["train".to_string()];
+    args.extend(fixed.iter().cloned());
+    args.extend([
+        "--loss".into(),
+        cell.loss.name().into(),
+        "--width".into(),
+        cell.width.to_string(),
+        "--epochs".into(),
+        cell.epochs.to_string(),
+        "--seed".into(),
+        cell.seed.to_string(),
+        "--out".into(),
+        sweep.run_dir(cell).root.display().to_string(),
+    ]);
+    args
+}
+
+/// A sweep to run here: its cells, where, how many at once, and the shared train options.
+pub struct Job {
+    pub cells: Vec<Cell>,
+    pub sweep: SweepDir,
+    pub jobs: usize,
+    pub retry_failed: bool,
+    pub train_args: Vec<String>,
+}
+
+impl Job {
+    /// Checks the grid and the shared options (no per-cell option among them).
+    pub fn new(grid: &Grid, out: &Path, train_args: Vec<String>) -> Result<Job> {
+        let cells = grid.cells().map_err(user_error)?;
+        for flag in &train_args {
+            let name = flag.split('=').next().unwrap_or(flag);
+            if SWEPT_FLAGS.contains(&name) {
+                bail!("{name} is set by the sweep for each cell; give --losses/--widths/--epochs/--seeds/--out instead");
             }
         }
-    }
-    if cells.is_empty() {
-        bail!("the sweep has no cells (every list needs at least one value)");
-    }
-    Ok(cells)
-}
-
-/// Where a cell stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CellState {
-    /// `summary.json` exists.
-    Finished,
-    /// The last attempt failed (a marker in `OUT/.sweep/`).
-    Failed,
-    /// Started but not finished: continue it with `--resume`.
-    Interrupted,
-    New,
-}
-
-fn failure_marker(out: &Path, cell: &Cell) -> PathBuf {
-    out.join(".sweep").join(format!("{}.failed", cell.name()))
-}
-
-pub fn cell_state(out: &Path, cell: &Cell) -> CellState {
-    let dir = out.join(cell.name());
-    if dir.join("summary.json").is_file() {
-        CellState::Finished
-    } else if failure_marker(out, cell).is_file() {
-        CellState::Failed
-    } else if dir.join("config.json").is_file() {
-        CellState::Interrupted
-    } else {
-        CellState::New
+        Ok(Job {
+            cells,
+            sweep: SweepDir::new(out),
+            jobs: 1,
+            retry_failed: false,
+            train_args,
+        })
     }
 }
 
@@ -172,11 +117,18 @@ fn shell_quote(arg: &str) -> String {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let cells = cells(&args)?;
+    let grid = Grid {
+        losses: args.losses,
+        widths: args.widths,
+        epochs: args.epochs,
+        seeds: args.seeds,
+    };
+    let mut job = Job::new(&grid, &args.out, args.train_args)?;
+    job.jobs = args.jobs;
+    job.retry_failed = args.retry_failed;
     if args.list {
-        for cell in &cells {
-            let line: Vec<String> = cell
-                .train_args(&args.train_args, &args.out)
+        for cell in &job.cells {
+            let line: Vec<String> = train_args(cell, &job.train_args, &job.sweep)
                 .iter()
                 .map(|a| shell_quote(a))
                 .collect();
@@ -184,23 +136,30 @@ pub fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
-    std::fs::create_dir_all(args.out.join(".sweep"))
-        .with_context(|| format!("cannot create the sweep folder {}", args.out.display()))?;
-    let selected: Vec<&Cell> = match args.cell {
-        Some(i) => vec![cells.get(i).with_context(|| {
-            format!(
+    if let Some(i) = args.cell {
+        let Some(cell) = job.cells.get(i).cloned() else {
+            bail!(
                 "--cell {i}: the sweep has {} cells, numbered 0..{}",
-                cells.len(),
-                cells.len() - 1
-            )
-        })?],
-        None => cells.iter().collect(),
-    };
+                job.cells.len(),
+                job.cells.len() - 1
+            );
+        };
+        job.cells = vec![cell];
+    }
+    execute(&job)
+}
+
+/// Trains (or resumes) every cell of `job` that is not finished, `job.jobs` at once, each in
+/// a child process; a failed cell leaves a marker and the others go on.
+pub fn execute(job: &Job) -> Result<()> {
+    let sweep = &job.sweep;
+    std::fs::create_dir_all(sweep.bookkeeping())
+        .with_context(|| format!("cannot create the sweep folder {}", sweep.root.display()))?;
     let mut todo = Vec::new();
-    for cell in selected {
-        match cell_state(&args.out, cell) {
+    for cell in &job.cells {
+        match sweep.state(cell) {
             CellState::Finished => eprintln!("{}: finished, skipped", cell.name()),
-            CellState::Failed if !args.retry_failed => {
+            CellState::Failed if !job.retry_failed => {
                 eprintln!(
                     "{}: failed before, skipped (--retry-failed runs it again)",
                     cell.name()
@@ -211,12 +170,12 @@ pub fn run(args: Args) -> Result<()> {
     }
     let exe = std::env::current_exe().context("cannot find the nclab executable")?;
     // Several cells at once would interleave their progress bars: each writes a log instead.
-    let quiet = args.jobs > 1;
+    let quiet = job.jobs > 1;
     let next = AtomicUsize::new(0);
     let failures = Mutex::new(Vec::new());
     let total = todo.len();
     std::thread::scope(|scope| {
-        for _ in 0..args.jobs.clamp(1, total.max(1)) {
+        for _ in 0..job.jobs.clamp(1, total.max(1)) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
                 let Some(&(cell, state)) = todo.get(i) else {
@@ -232,12 +191,12 @@ pub fn run(args: Args) -> Result<()> {
                         "training"
                     }
                 );
-                if let Err(e) = run_cell(&exe, &args, cell, state, quiet) {
-                    let _ = std::fs::write(failure_marker(&args.out, cell), format!("{e:#}\n"));
+                if let Err(e) = run_cell(&exe, job, cell, state, quiet) {
+                    let _ = sweep.mark_failed(cell, &format!("{e:#}\n"));
                     eprintln!("[{}/{total}] {}: FAILED: {e:#}", i + 1, cell.name());
                     failures.lock().unwrap().push(cell.name());
                 } else {
-                    let _ = std::fs::remove_file(failure_marker(&args.out, cell));
+                    let _ = sweep.clear_failed(cell);
                     eprintln!("[{}/{total}] {}: done", i + 1, cell.name());
                 }
             });
@@ -249,27 +208,25 @@ pub fn run(args: Args) -> Result<()> {
             "{} of {total} cells failed: {} (logs in {}; rerun with --retry-failed)",
             failures.len(),
             failures.join(", "),
-            args.out.join(".sweep").display()
+            sweep.bookkeeping().display()
         );
     }
     Ok(())
 }
 
 /// Trains (or resumes) one cell in a child process; its output goes to `OUT/.sweep/CELL.log`.
-fn run_cell(exe: &Path, args: &Args, cell: &Cell, state: CellState, quiet: bool) -> Result<()> {
+fn run_cell(exe: &Path, job: &Job, cell: &Cell, state: CellState, quiet: bool) -> Result<()> {
     let mut command = Command::new(exe);
-    let dir = args.out.join(cell.name());
-    if state == CellState::Interrupted
-        || (state == CellState::Failed && dir.join("config.json").is_file())
-    {
-        command.args(["train", "--resume"]).arg(&dir);
+    let run = job.sweep.run_dir(cell);
+    if state == CellState::Interrupted || (state == CellState::Failed && run.config().is_file()) {
+        command.args(["train", "--resume"]).arg(&run.root);
     } else {
-        command.args(cell.train_args(&args.train_args, &args.out));
+        command.args(train_args(cell, &job.train_args, &job.sweep));
     }
     if quiet {
         command.arg("--quiet");
     }
-    let log_path = args.out.join(".sweep").join(format!("{}.log", cell.name()));
+    let log_path = job.sweep.log(cell);
     let status = if quiet {
         let log = std::fs::File::create(&log_path)
             .with_context(|| format!("cannot write {}", log_path.display()))?;
@@ -302,69 +259,53 @@ mod tests {
         args: Args,
     }
 
-    fn parse(line: &str) -> Args {
-        Cli::try_parse_from(std::iter::once("sweep").chain(line.split_whitespace()))
-            .unwrap()
-            .args
+    fn parse(line: &str) -> Result<Job, String> {
+        let args = Cli::try_parse_from(std::iter::once("sweep").chain(line.split_whitespace()))
+            .map_err(|e| e.to_string())?
+            .args;
+        let grid = Grid {
+            losses: args.losses,
+            widths: args.widths,
+            epochs: args.epochs,
+            seeds: args.seeds,
+        };
+        Job::new(&grid, &args.out, args.train_args).map_err(|e| e.to_string())
     }
 
     #[test]
-    fn cells_are_ordered_with_seed_fastest_and_named_stably() {
-        let args = parse("--losses ce,mse --widths 0.5,1 --epochs 10 --seeds 1,2 --out /tmp/s");
-        let cells = cells(&args).unwrap();
-        let names: Vec<String> = cells.iter().map(Cell::name).collect();
+    fn train_arguments_carry_fixed_options_and_the_cell() {
+        let job = parse(
+            "--losses ls --widths 2 --epochs 5 --seeds 3 --out runs/x -- --data mnist --batch-norm",
+        )
+        .unwrap();
+        let line = train_args(&job.cells[0], &job.train_args, &job.sweep).join(" ");
+        assert_eq!(line, "train --data mnist --batch-norm --loss ls --width 2 --epochs 5 --seed 3 --out runs/x/ls_w2_e5_s3");
+    }
+
+    #[test]
+    fn the_default_losses_are_all_four() {
+        let job = parse("--out o").unwrap();
+        let names: Vec<String> = job.cells.iter().map(Cell::name).collect();
         assert_eq!(
             names,
             [
-                "ce_w0.5_e10_s1",
-                "ce_w0.5_e10_s2",
-                "ce_w1_e10_s1",
-                "ce_w1_e10_s2",
-                "mse_w0.5_e10_s1",
-                "mse_w0.5_e10_s2",
-                "mse_w1_e10_s1",
-                "mse_w1_e10_s2"
+                "ce_w1_e100_s1",
+                "ls_w1_e100_s1",
+                "fl_w1_e100_s1",
+                "mse_w1_e100_s1"
             ]
         );
     }
 
     #[test]
-    fn train_arguments_carry_fixed_options_and_the_cell() {
-        let args = parse(
-            "--losses ls --widths 2 --epochs 5 --seeds 3 --out runs/x -- --data mnist --batch-norm",
-        );
-        let cell = &cells(&args).unwrap()[0];
-        let line = cell.train_args(&args.train_args, &args.out).join(" ");
-        assert_eq!(line, "train --data mnist --batch-norm --loss ls --width 2 --epochs 5 --seed 3 --out runs/x/ls_w2_e5_s3");
-    }
-
-    #[test]
     fn swept_options_and_bad_values_are_rejected() {
-        assert!(cells(&parse("--out o -- --loss ce")).is_err());
-        assert!(cells(&parse("--out o -- --epochs=3")).is_err());
-        assert!(cells(&parse("--losses ce,xent --out o")).is_err());
-        assert!(cells(&parse("--widths 0 --out o")).is_err());
-        assert!(cells(&parse("--epochs 0 --out o")).is_err());
-    }
-
-    #[test]
-    fn state_follows_the_files() {
-        let out = std::env::temp_dir().join(format!("nclab-sweep-state-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out);
-        let cell = Cell {
-            loss: "ce".into(),
-            width: 1.0,
-            epochs: 2,
-            seed: 1,
-        };
-        assert_eq!(cell_state(&out, &cell), CellState::New);
-        std::fs::create_dir_all(out.join(cell.name())).unwrap();
-        std::fs::write(out.join(cell.name()).join("config.json"), "{}").unwrap();
-        assert_eq!(cell_state(&out, &cell), CellState::Interrupted);
-        std::fs::create_dir_all(out.join(".sweep")).unwrap();
-        std::fs::write(failure_marker(&out, &cell), "boom").unwrap();
-        assert_eq!(cell_state(&out, &cell), CellState::Failed);
-        std::fs::write(out.join(cell.name()).join("summary.json"), "{}").unwrap();
-        assert_eq!(cell_state(&out, &cell), CellState::Finished);
+        assert!(parse("--out o -- --loss ce").is_err());
+        assert!(parse("--out o -- --epochs=3").is_err());
+        let unknown = parse("--losses ce,xent --out o").err().unwrap();
+        assert!(unknown.contains("xent"), "{unknown}");
+        let width = parse("--widths 0 --out o").err().unwrap();
+        assert!(width.starts_with("--widths:"), "{width}");
+        let epochs = parse("--epochs 0 --out o").err().unwrap();
+        assert!(epochs.starts_with("--epochs:"), "{epochs}");
     }
 }

@@ -1,9 +1,10 @@
 //! `nclab train`: train a classifier under one loss and track neural collapse every epoch.
 //! See docs/train.md.
 
+use crate::args::{loss_kind_parser, LossParamsArgs};
 use anyhow::{bail, Context, Result};
+use nc_math::loss::LossKind;
 use nc_train::data::Augment;
-use nc_train::loss::Loss;
 use nc_train::model::{ModelKind, ModelSpec};
 use nc_train::source::DataSpec;
 use nc_train::{RunOptions, TrainConfig};
@@ -40,18 +41,11 @@ pub struct Args {
     /// Width multiplier: MLP hidden size, ResNet-18 channels, WRN-50 inner bottleneck channels.
     #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub width: f64,
-    /// ce, ls, fl or mse
-    #[arg(long, default_value = "ce")]
-    pub loss: String,
-    /// Label-smoothing weight of `ls`.
-    #[arg(long, default_value_t = 0.05)]
-    pub alpha: f64,
-    /// Focusing exponent of `fl`.
-    #[arg(long, default_value_t = 3.0)]
-    pub gamma: f64,
-    /// Target scale of `mse`.
-    #[arg(long, default_value_t = 15.0)]
-    pub rescale: f64,
+    /// The loss.
+    #[arg(long, value_parser = loss_kind_parser(), default_value_t = LossKind::Ce)]
+    pub loss: LossKind,
+    #[command(flatten)]
+    pub loss_params: LossParamsArgs,
     #[arg(long, default_value_t = 100)]
     pub epochs: usize,
     #[arg(long, default_value_t = 128)]
@@ -105,8 +99,7 @@ fn config_from(args: &Args) -> Result<TrainConfig> {
     let data = DataSpec::parse(&args.data)?;
     let kind = ModelKind::from_name(&args.model)
         .with_context(|| format!("unknown model {:?}: use mlp, resnet18 or wrn50", args.model))?;
-    let loss = Loss::from_name(&args.loss, args.alpha, args.gamma, args.rescale)
-        .with_context(|| format!("unknown loss {:?}: use ce, ls, fl or mse", args.loss))?;
+    let loss = args.loss_params.loss(args.loss);
     if args.width.is_nan() || args.width <= 0.0 {
         bail!("--width must be > 0, got {}", args.width);
     }

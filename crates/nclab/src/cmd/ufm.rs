@@ -1,22 +1,15 @@
 //! `nclab ufm`: solve the unconstrained feature model for one loss from a seeded random
 //! start and compare the result with the closed-form optimum f* of the theory.
 
+use crate::args::{loss_kind_parser, LossParamsArgs};
 use anyhow::{bail, Context, Result};
-use nc_math::loss::{Loss, DEFAULT_ALPHA, DEFAULT_GAMMA, DEFAULT_RESCALE};
+use nc_math::loss::LossKind;
 use nc_math::ufm::solver::{minimize, random_start, Iterate, Optimizer, SolveOptions};
 use nc_math::ufm::{relative_gap, solution_metrics, theory, Ufm};
 use serde::Serialize;
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LossName {
-    Ce,
-    Ls,
-    Fl,
-    Mse,
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum OptimizerName {
@@ -28,18 +21,11 @@ pub enum OptimizerName {
 /// The UFM instance and how to solve it; shared by `nclab ufm` and `nclab landscape`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ProblemArgs {
-    /// Loss: ce, ls (label smoothing), fl (focal), mse.
-    #[arg(long, value_enum)]
-    pub loss: LossName,
-    /// Smoothing of ls, in [0, 1).
-    #[arg(long, default_value_t = DEFAULT_ALPHA, allow_hyphen_values = true)]
-    pub alpha: f64,
-    /// Focusing parameter of fl, >= 0.
-    #[arg(long, default_value_t = DEFAULT_GAMMA, allow_hyphen_values = true)]
-    pub gamma: f64,
-    /// Target scale M of mse: the true class's target is M, the others 0.
-    #[arg(long, default_value_t = DEFAULT_RESCALE, allow_hyphen_values = true)]
-    pub rescale: f64,
+    /// The loss.
+    #[arg(long, value_parser = loss_kind_parser())]
+    pub loss: LossKind,
+    #[command(flatten)]
+    pub loss_params: LossParamsArgs,
     /// Number of classes K (>= 2).
     #[arg(long, allow_hyphen_values = true)]
     pub classes: i64,
@@ -88,9 +74,9 @@ impl ProblemArgs {
     /// Checks every value and builds the instance and the solver options.
     pub fn validate(&self) -> Result<(Ufm, SolveOptions)> {
         let finite = [
-            ("--alpha", self.alpha),
-            ("--gamma", self.gamma),
-            ("--rescale", self.rescale),
+            ("--alpha", self.loss_params.alpha),
+            ("--gamma", self.loss_params.gamma),
+            ("--rescale", self.loss_params.rescale),
             ("--lambda-w", self.lambda_w),
             ("--lambda-h", self.lambda_h),
             ("--lambda-b", self.lambda_b),
@@ -123,14 +109,7 @@ impl ProblemArgs {
         if self.init_scale < 0.0 {
             bail!("--init-scale must be >= 0, got {}", self.init_scale);
         }
-        let loss = match self.loss {
-            LossName::Ce => Loss::CrossEntropy,
-            LossName::Ls => Loss::LabelSmoothing { alpha: self.alpha },
-            LossName::Fl => Loss::Focal { gamma: self.gamma },
-            LossName::Mse => Loss::Mse {
-                rescale: self.rescale,
-            },
-        };
+        let loss = self.loss_params.loss(self.loss);
         let ufm = Ufm::new(
             loss,
             classes,

@@ -1,10 +1,14 @@
-//! Reading training run directories (as `nclab train` writes them) for reports, comparisons
-//! and sweeps: `config.json`, `metrics.jsonl` and `summary.json`.
+//! Reading training run directories (as `nclab train` writes them, laid out as
+//! [`crate::run_dir`] says) for reports, comparisons and sweeps: `config.json`,
+//! `metrics.jsonl` and `summary.json`.
 //!
-//! Files are read as JSON documents rather than through the trainer's Rust types, so a
-//! report reads any run whose files follow the documented format.
+//! A run is read through typed views of its files ([`RunIdentity`], [`Summary`]) that take
+//! only the fields a report needs, so a report reads any run whose files follow the
+//! documented format, including hand-written ones.
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{Error, Result};
+use crate::run_dir::{RunDir, Summary};
+use nc_math::loss::Loss;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,12 +26,26 @@ const SWEPT_SETTINGS: &[&str] = &[
     "save_features",
 ];
 
+/// What makes a run a cell of a sweep: the part of `config.json` a report groups by.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct RunIdentity {
+    pub loss: Loss,
+    pub model: ModelWidth,
+    pub epochs: usize,
+    pub seed: u64,
+}
+
+/// The width multiplier of `config.json`'s `model`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
+pub struct ModelWidth {
+    pub width: f64,
+}
+
 /// One finished (or unfinished) run.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub dir: PathBuf,
-    /// `ce`, `ls`, `fl` or `mse`.
-    pub loss: String,
+    pub loss: Loss,
     pub width: f64,
     pub epochs: usize,
     pub seed: u64,
@@ -35,18 +53,8 @@ pub struct Run {
     pub fixed_settings: Value,
     /// One map per evaluation, keyed by column name (`epoch`, `train_nc1`, ...).
     pub rows: Vec<BTreeMap<String, f64>>,
-    pub summary: Option<RunSummary>,
-}
-
-/// The numbers of `summary.json` a report needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunSummary {
-    pub best_epoch: usize,
-    pub best_val_acc: Option<f64>,
-    /// Test accuracy of the best-validation checkpoint (the paper's number).
-    pub best_val_test_acc: f64,
-    pub final_train_acc: f64,
-    pub final_test_acc: f64,
+    /// `summary.json`; `None` for an unfinished run.
+    pub summary: Option<Summary>,
 }
 
 impl Run {
@@ -58,51 +66,42 @@ impl Run {
     pub fn first_row(&self) -> Option<&BTreeMap<String, f64>> {
         self.rows.first()
     }
-}
 
-fn read_json(path: &Path) -> Result<Value> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
-}
-
-fn field<'a>(value: &'a Value, path: &[&str], file: &Path) -> Result<&'a Value> {
-    let mut v = value;
-    for key in path {
-        v = v
-            .get(key)
-            .ok_or_else(|| anyhow!("{}: missing field '{}'", file.display(), path.join(".")))?;
+    /// Column `key` of the last evaluation row.
+    pub fn last(&self, key: &str) -> Option<f64> {
+        self.last_row().and_then(|row| row.get(key).copied())
     }
-    Ok(v)
+
+    /// Column `key` of the first evaluation row (epoch 0: the untrained network).
+    pub fn first(&self, key: &str) -> Option<f64> {
+        self.first_row().and_then(|row| row.get(key).copied())
+    }
 }
 
-fn number(value: &Value, path: &[&str], file: &Path) -> Result<f64> {
-    field(value, path, file)?.as_f64().ok_or_else(|| {
-        anyhow!(
-            "{}: field '{}' should be a number",
-            file.display(),
-            path.join(".")
-        )
+fn read_value(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|source| Error::Json {
+        path: path.into(),
+        source,
+    })
+}
+
+fn typed<T: serde::de::DeserializeOwned>(value: Value, path: &Path) -> Result<T> {
+    serde_json::from_value(value).map_err(|source| Error::Json {
+        path: path.into(),
+        source,
     })
 }
 
 /// Reads one run directory. A run without `summary.json` is unfinished (`summary` = None).
 pub fn read_run(dir: &Path) -> Result<Run> {
-    let config_path = dir.join("config.json");
-    let config = read_json(&config_path)?;
-    let loss = field(&config, &["loss", "kind"], &config_path)?
-        .as_str()
-        .ok_or_else(|| {
-            anyhow!(
-                "{}: field 'loss.kind' should be a string",
-                config_path.display()
-            )
-        })?
-        .to_string();
-    let width = number(&config, &["model", "width"], &config_path)?;
-    let epochs = number(&config, &["epochs"], &config_path)? as usize;
-    let seed = number(&config, &["seed"], &config_path)? as u64;
-    let mut fixed = config.clone();
+    let layout = RunDir {
+        root: dir.to_path_buf(),
+    };
+    let config_path = layout.config();
+    let config = read_value(&config_path)?;
+    let identity: RunIdentity = typed(config.clone(), &config_path)?;
+    let mut fixed = config;
     if let Some(map) = fixed.as_object_mut() {
         for key in SWEPT_SETTINGS {
             map.remove(*key);
@@ -112,32 +111,25 @@ pub fn read_run(dir: &Path) -> Result<Run> {
         }
     }
 
-    let metrics_path = dir.join("metrics.jsonl");
+    let metrics_path = layout.metrics_jsonl();
     let rows = match std::fs::read_to_string(&metrics_path) {
         Ok(text) => parse_metrics(&text, &metrics_path)?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", metrics_path.display())),
+        Err(e) => return Err(Error::io(&metrics_path, e)),
     };
 
-    let summary_path = dir.join("summary.json");
+    let summary_path = layout.summary();
     let summary = if summary_path.exists() {
-        let s = read_json(&summary_path)?;
-        Some(RunSummary {
-            best_epoch: number(&s, &["best_epoch"], &summary_path)? as usize,
-            best_val_acc: s.get("best_val_acc").and_then(Value::as_f64),
-            best_val_test_acc: number(&s, &["best_val_test_acc"], &summary_path)?,
-            final_train_acc: number(&s, &["final_train_acc"], &summary_path)?,
-            final_test_acc: number(&s, &["final_test_acc"], &summary_path)?,
-        })
+        Some(typed(read_value(&summary_path)?, &summary_path)?)
     } else {
         None
     };
     Ok(Run {
         dir: dir.to_path_buf(),
-        loss,
-        width,
-        epochs,
-        seed,
+        loss: identity.loss,
+        width: identity.model.width,
+        epochs: identity.epochs,
+        seed: identity.seed,
         fixed_settings: fixed,
         rows,
         summary,
@@ -152,14 +144,19 @@ pub fn parse_metrics(text: &str, path: &Path) -> Result<Vec<BTreeMap<String, f64
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let object: Map<String, Value> = serde_json::from_str(line)
-            .with_context(|| format!("{} line {}: not a JSON object", path.display(), i + 1))?;
+        let bad_line = |msg: &str| Error::InvalidLine {
+            path: path.into(),
+            line: i + 1,
+            msg: msg.into(),
+        };
+        let object: Map<String, Value> =
+            serde_json::from_str(line).map_err(|_| bad_line("not a JSON object"))?;
         let row: BTreeMap<String, f64> = object
             .into_iter()
             .filter_map(|(k, v)| v.as_f64().map(|x| (k, x)))
             .collect();
         if !row.contains_key("epoch") {
-            bail!("{} line {}: no 'epoch' field", path.display(), i + 1);
+            return Err(bad_line("no 'epoch' field"));
         }
         rows.push(row);
     }
@@ -178,16 +175,16 @@ pub struct Scan {
 /// the finished ones differ only in the swept settings (loss, width, epochs, seed).
 pub fn scan(root: &Path) -> Result<Scan> {
     if !root.is_dir() {
-        bail!("{}: not a directory", root.display());
+        return Err(Error::invalid(root, "not a directory"));
     }
     let mut dirs = Vec::new();
     collect_run_dirs(root, &mut dirs, 0)?;
     dirs.sort();
     if dirs.is_empty() {
-        bail!(
-            "{}: no run directories (folders holding config.json from `nclab train`) found",
-            root.display()
-        );
+        return Err(Error::invalid(
+            root,
+            "no run directories (folders holding config.json from `nclab train`) found",
+        ));
     }
     let mut finished = Vec::new();
     let mut unfinished = Vec::new();
@@ -202,12 +199,15 @@ pub fn scan(root: &Path) -> Result<Scan> {
     if let Some(first) = finished.first() {
         for run in &finished[1..] {
             if run.fixed_settings != first.fixed_settings {
-                bail!(
-                    "runs with mismatched settings: {} and {} differ in {} (a report compares runs that differ only in loss, width, epochs and seed)",
-                    first.dir.display(),
-                    run.dir.display(),
-                    differing_keys(&first.fixed_settings, &run.fixed_settings).join(", ")
-                );
+                return Err(Error::invalid(
+                    &run.dir,
+                    format!(
+                        "runs with mismatched settings: {} and {} differ in {} (a report compares runs that differ only in loss, width, epochs and seed)",
+                        first.dir.display(),
+                        run.dir.display(),
+                        differing_keys(&first.fixed_settings, &run.fixed_settings).join(", ")
+                    ),
+                ));
             }
         }
     }
@@ -218,17 +218,19 @@ pub fn scan(root: &Path) -> Result<Scan> {
 }
 
 fn collect_run_dirs(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
-    if dir.join("config.json").is_file() {
+    let layout = RunDir {
+        root: dir.to_path_buf(),
+    };
+    if layout.config().is_file() {
         out.push(dir.to_path_buf());
         return Ok(());
     }
     if depth >= 4 {
         return Ok(());
     }
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
-        let path = entry?.path();
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
         if path.is_dir() {
             collect_run_dirs(&path, out, depth + 1)?;
         }

@@ -16,20 +16,20 @@
 //! ```
 use std::path::{Path, PathBuf};
 
-use crate::error::{Result, TrainError};
+use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     // nc-data's procedure (temp file, fsync, rename, fsync of the directory); its message
     // already names the file.
-    nc_data::io::write_atomic_bytes(path, bytes).map_err(|e| TrainError::Data(e.to_string()))
+    Ok(nc_data::io::write_atomic_bytes(path, bytes)?)
 }
 
 /// Writes a value as pretty JSON, atomically.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut s = serde_json::to_string_pretty(value).map_err(|e| TrainError::Json {
+    let mut s = serde_json::to_string_pretty(value).map_err(|source| Error::Json {
         path: path.into(),
-        msg: e.to_string(),
+        source,
     })?;
     s.push('\n');
     write_atomic(path, s.as_bytes())
@@ -37,11 +37,25 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 
 /// Reads a JSON file.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let s = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
-    serde_json::from_str(&s).map_err(|e| TrainError::Json {
+    let s = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&s).map_err(|source| Error::Json {
         path: path.into(),
-        msg: e.to_string(),
+        source,
     })
+}
+
+/// The names of the tensors in `final.safetensors` (all f32, row-major).
+pub mod final_tensors {
+    /// The classifier W, K x d.
+    pub const WEIGHT: &str = "weight";
+    /// The classifier bias b, K.
+    pub const BIAS: &str = "bias";
+    /// Class means of the trained network's training features, K x d.
+    pub const TRAIN_CLASS_MEANS: &str = "train_class_means";
+    /// Class means of the trained network's test features, K x d.
+    pub const TEST_CLASS_MEANS: &str = "test_class_means";
+    /// Class means of the untrained network's training features (epoch 0), K x d.
+    pub const INITIAL_TRAIN_CLASS_MEANS: &str = "initial_train_class_means";
 }
 
 /// Paths inside a run directory.
@@ -53,7 +67,7 @@ pub struct RunDir {
 impl RunDir {
     /// Creates a fresh run directory (it may exist but must be empty). Checks it is writable.
     pub fn create(root: &Path) -> Result<Self> {
-        let err = |msg: String| TrainError::RunDir {
+        let err = |msg: String| Error::RunDir {
             path: root.into(),
             msg,
         };
@@ -61,7 +75,7 @@ impl RunDir {
             if !root.is_dir() {
                 return Err(err("exists and is not a directory".into()));
             }
-            let mut it = std::fs::read_dir(root).map_err(|e| TrainError::io(root, e))?;
+            let mut it = std::fs::read_dir(root).map_err(|e| Error::io(root, e))?;
             if it.next().is_some() {
                 return Err(err(
                     "exists and is not empty (use --resume DIR to continue a run, or a new --out)"
@@ -83,7 +97,7 @@ impl RunDir {
     /// Opens an existing run directory for `--resume`.
     pub fn open(root: &Path) -> Result<Self> {
         if !root.join("config.json").is_file() {
-            return Err(TrainError::RunDir {
+            return Err(Error::RunDir {
                 path: root.into(),
                 msg: "has no config.json: not a run directory".into(),
             });
@@ -144,6 +158,36 @@ impl RunDir {
             }
         }
     }
+}
+
+/// `summary.json`: written by the trainer once the last epoch is done, so its presence marks
+/// a finished run.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub epochs: usize,
+    /// Epoch with the best validation accuracy (the last epoch when there is no validation split).
+    pub best_epoch: usize,
+    pub best_val_acc: Option<f64>,
+    /// Test accuracy of the best-validation checkpoint (as the paper reports it).
+    pub best_val_test_acc: f64,
+    pub final_train_acc: f64,
+    pub final_test_acc: f64,
+    /// NaN when a hand-written file leaves it out (reports do not need it).
+    #[serde(default = "unknown_number")]
+    pub final_train_loss: f64,
+    pub final_train_nc1: Option<f64>,
+    pub initial_train_nc1: Option<f64>,
+    /// Mean wall time of one training step (forward, backward, clipping, SGD), seconds; NaN
+    /// when left out.
+    #[serde(default = "unknown_number")]
+    pub seconds_per_step: f64,
+    /// The training backend (`flex`, `tch` ...); empty when left out.
+    #[serde(default)]
+    pub backend: String,
+}
+
+fn unknown_number() -> f64 {
+    f64::NAN
 }
 
 /// The spec metrics reported per split, in CSV column order (`accuracy` is `*_acc`).
@@ -290,13 +334,13 @@ pub fn read_metrics(dir: &RunDir) -> Result<Vec<MetricsRow>> {
     if !p.exists() {
         return Ok(vec![]);
     }
-    let s = std::fs::read_to_string(&p).map_err(|e| TrainError::io(&p, e))?;
+    let s = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
     let cp = dir.metrics_csv();
-    let csv = std::fs::read_to_string(&cp).map_err(|e| TrainError::io(&cp, e))?;
+    let csv = std::fs::read_to_string(&cp).map_err(|e| Error::io(&cp, e))?;
     let csv_lines: Vec<&str> = csv.lines().skip(1).collect();
     let json_lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     if csv_lines.len() != json_lines.len() {
-        return Err(TrainError::RunDir {
+        return Err(Error::RunDir {
             path: dir.root.clone(),
             msg: "metrics.jsonl and metrics.csv have different numbers of rows".into(),
         });
@@ -305,10 +349,8 @@ pub fn read_metrics(dir: &RunDir) -> Result<Vec<MetricsRow>> {
         .iter()
         .zip(csv_lines)
         .map(|(l, c)| {
-            let mut r = MetricsRow::from_json_line(l).ok_or_else(|| TrainError::Json {
-                path: p.clone(),
-                msg: format!("bad line {l:?}"),
-            })?;
+            let mut r = MetricsRow::from_json_line(l)
+                .ok_or_else(|| Error::invalid(&p, format!("bad line {l:?}")))?;
             r.raw = Some((l.to_string(), c.to_string()));
             Ok(r)
         })
@@ -328,10 +370,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) 
             (*name, view)
         })
         .collect();
-    nc_data::safetensors::write_safetensors(path, &arrays).map_err(|e| TrainError::Checkpoint {
-        path: path.into(),
-        msg: e.to_string(),
-    })
+    Ok(nc_data::safetensors::write_safetensors(path, &arrays)?)
 }
 
 #[cfg(test)]

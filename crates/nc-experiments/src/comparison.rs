@@ -1,0 +1,370 @@
+//! Feature equivalence between finished runs: Procrustes distances of class means and
+//! classifiers, linear CKA of the training features, test-prediction agreement and per-class
+//! accuracy gaps, as matrices over all pairs (docs/metrics.md, "Comparing runs").
+
+use crate::error::{Error, Result};
+use crate::run_dir::{final_tensors, RunDir};
+use nc_data::features::{load_feature_file, FeatureKeys, FeatureSet};
+use nc_data::safetensors::read_safetensors;
+use nc_math::compare::{linear_cka, procrustes_distance};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// What one run contributes to the comparison.
+struct RunData {
+    label: String,
+    dir: PathBuf,
+    num_classes: usize,
+    /// K x d_means, row-major.
+    train_means: (Vec<f64>, usize),
+    /// The same at initialisation, if saved.
+    initial_means: Option<(Vec<f64>, usize)>,
+    /// K x d classifier and bias.
+    weight: (Vec<f64>, usize),
+    bias: Vec<f64>,
+    train_features: Option<FeatureSet>,
+    test_features: Option<FeatureSet>,
+}
+
+/// The comparison of every pair, as square matrices in `runs` order (null where a quantity
+/// needs files a run lacks).
+#[derive(Debug, Serialize)]
+pub struct Comparison {
+    pub runs: Vec<String>,
+    /// Orthogonal-Procrustes distance of the scale-normalised centred training class means.
+    pub means_procrustes: Vec<Vec<Option<f64>>>,
+    /// The same for the classifier rows.
+    pub classifier_procrustes: Vec<Vec<Option<f64>>>,
+    /// Linear CKA of the training features, matched sample by sample through `indices`.
+    pub train_cka: Vec<Vec<Option<f64>>>,
+    /// Fraction of test samples on which the two predict the same class.
+    pub test_prediction_agreement: Vec<Vec<Option<f64>>>,
+    /// Mean over classes of |per-class test accuracy difference|.
+    pub per_class_accuracy_gap: Vec<Vec<Option<f64>>>,
+    /// Baseline for `means_procrustes`: for each run, the distance between its trained class
+    /// means and those of the same network at initialisation (epoch 0), when the run saved
+    /// them (`initial_train_class_means`).
+    pub untrained_means_procrustes: Option<Vec<Option<f64>>>,
+}
+
+fn matrix(values: &[f64], shape: &[usize], path: &Path, key: &str) -> Result<(Vec<f64>, usize)> {
+    match shape {
+        [_, cols] => Ok((values.to_vec(), *cols)),
+        _ => Err(Error::invalid(
+            path,
+            format!("'{key}' has shape {shape:?}, expected 2-D"),
+        )),
+    }
+}
+
+fn load_run(dir: &Path) -> Result<RunData> {
+    let layout = RunDir {
+        root: dir.to_path_buf(),
+    };
+    let path = layout.final_tensors();
+    if !path.is_file() {
+        return Err(Error::invalid(
+            dir,
+            "no final.safetensors (is the run finished? `nclab train` writes it at the end)",
+        ));
+    }
+    let tensors = read_safetensors(&path)?;
+    let get = |key: &str| {
+        tensors
+            .get(key)
+            .ok_or_else(|| Error::invalid(&path, format!("missing tensor '{key}'")))
+    };
+    let means = get(final_tensors::TRAIN_CLASS_MEANS)?;
+    let train_means = matrix(
+        &means.to_f64_vec(),
+        &means.shape,
+        &path,
+        final_tensors::TRAIN_CLASS_MEANS,
+    )?;
+    let initial_means = match tensors.get(final_tensors::INITIAL_TRAIN_CLASS_MEANS) {
+        Some(m) => Some(matrix(
+            &m.to_f64_vec(),
+            &m.shape,
+            &path,
+            final_tensors::INITIAL_TRAIN_CLASS_MEANS,
+        )?),
+        None => None,
+    };
+    let weight = get(final_tensors::WEIGHT)?;
+    let weight_m = matrix(
+        &weight.to_f64_vec(),
+        &weight.shape,
+        &path,
+        final_tensors::WEIGHT,
+    )?;
+    let bias = get(final_tensors::BIAS)?.to_f64_vec();
+    let num_classes = weight.shape[0];
+    if means.shape[0] != num_classes || bias.len() != num_classes {
+        return Err(Error::invalid(
+            &path,
+            "weight, bias and train_class_means disagree on the number of classes",
+        ));
+    }
+    let features = |split: &str| -> Result<Option<FeatureSet>> {
+        let p = layout.features(split);
+        if p.is_file() {
+            Ok(Some(load_feature_file(&p, &FeatureKeys::default())?))
+        } else {
+            Ok(None)
+        }
+    };
+    Ok(RunData {
+        label: dir.file_name().map_or_else(
+            || dir.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+        dir: dir.to_path_buf(),
+        num_classes,
+        train_means,
+        initial_means,
+        weight: weight_m,
+        bias,
+        train_features: features("train")?,
+        test_features: features("test")?,
+    })
+}
+
+/// Rows of `a` and `b` paired by their `indices` (rows without a partner are dropped).
+fn matched_rows(a: &FeatureSet, b: &FeatureSet) -> Result<Vec<(usize, usize)>> {
+    let (Some(ia), Some(ib)) = (&a.indices, &b.indices) else {
+        return Err(Error::invalid(
+            &a.path,
+            format!(
+                "{} or {} has no 'indices' to match samples by",
+                a.path.display(),
+                b.path.display()
+            ),
+        ));
+    };
+    let position: HashMap<u64, usize> = ib.iter().enumerate().map(|(row, &i)| (i, row)).collect();
+    Ok(ia
+        .iter()
+        .enumerate()
+        .filter_map(|(row, i)| position.get(i).map(|&other| (row, other)))
+        .collect())
+}
+
+fn gather(set: &FeatureSet, rows: impl Iterator<Item = usize>) -> Vec<f64> {
+    rows.flat_map(|r| set.row_f64(r)).collect()
+}
+
+fn predictions(set: &FeatureSet, weight: &(Vec<f64>, usize), bias: &[f64]) -> Result<Vec<usize>> {
+    let (w, d) = weight;
+    if set.dim != *d {
+        return Err(Error::invalid(
+            &set.path,
+            format!(
+                "features have dimension {} but the classifier expects {d}",
+                set.dim
+            ),
+        ));
+    }
+    Ok((0..set.num_samples)
+        .map(|r| {
+            let h = set.row_f64(r);
+            let mut best = (0, f64::NEG_INFINITY);
+            for (k, b) in bias.iter().enumerate() {
+                let z: f64 = w[k * d..(k + 1) * d]
+                    .iter()
+                    .zip(&h)
+                    .map(|(x, y)| x * y)
+                    .sum::<f64>()
+                    + b;
+                if z > best.1 {
+                    best = (k, z);
+                }
+            }
+            best.0
+        })
+        .collect())
+}
+
+/// Compares every pair of the finished runs in `dirs` (two or more).
+pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
+    if dirs.len() < 2 {
+        return Err(Error::setting(
+            "runs",
+            "compare needs at least two run directories",
+        ));
+    }
+    let runs: Vec<RunData> = dirs.iter().map(|d| load_run(d)).collect::<Result<_>>()?;
+    let k = runs[0].num_classes;
+    if let Some(r) = runs.iter().find(|r| r.num_classes != k) {
+        return Err(Error::invalid(
+            &r.dir,
+            format!(
+                "has {} classes but {} has {k}",
+                r.num_classes,
+                runs[0].dir.display()
+            ),
+        ));
+    }
+    let test_predictions: Vec<Option<Vec<usize>>> = runs
+        .iter()
+        .map(|r| {
+            r.test_features
+                .as_ref()
+                .map(|t| predictions(t, &r.weight, &r.bias))
+                .transpose()
+        })
+        .collect::<Result<_>>()?;
+    let n = runs.len();
+    let mut out = Comparison {
+        runs: runs.iter().map(|r| r.label.clone()).collect(),
+        means_procrustes: vec![vec![None; n]; n],
+        classifier_procrustes: vec![vec![None; n]; n],
+        train_cka: vec![vec![None; n]; n],
+        test_prediction_agreement: vec![vec![None; n]; n],
+        per_class_accuracy_gap: vec![vec![None; n]; n],
+        untrained_means_procrustes: None,
+    };
+    if runs.iter().any(|r| r.initial_means.is_some()) {
+        let baseline = runs
+            .iter()
+            .map(|r| {
+                r.initial_means
+                    .as_ref()
+                    .map(|(m, d)| procrustes_distance(m, *d, &r.train_means.0, r.train_means.1))
+                    .transpose()
+            })
+            .collect::<nc_math::Result<Vec<_>>>()?;
+        out.untrained_means_procrustes = Some(baseline);
+    }
+    for i in 0..n {
+        for j in i..n {
+            let (a, b) = (&runs[i], &runs[j]);
+            let context = |source| Error::Comparing {
+                a: a.dir.clone(),
+                b: b.dir.clone(),
+                source,
+            };
+            let mp = procrustes_distance(
+                &a.train_means.0,
+                a.train_means.1,
+                &b.train_means.0,
+                b.train_means.1,
+            )
+            .map_err(context)?;
+            let cp = procrustes_distance(&a.weight.0, a.weight.1, &b.weight.0, b.weight.1)
+                .map_err(context)?;
+            let cka = match (&a.train_features, &b.train_features) {
+                (Some(fa), Some(fb)) => {
+                    let pairs = matched_rows(fa, fb)?;
+                    let xa = gather(fa, pairs.iter().map(|p| p.0));
+                    let xb = gather(fb, pairs.iter().map(|p| p.1));
+                    Some(linear_cka(&xa, fa.dim, &xb, fb.dim).map_err(context)?)
+                }
+                _ => None,
+            };
+            let (agreement, gap) = match (
+                &a.test_features,
+                &b.test_features,
+                &test_predictions[i],
+                &test_predictions[j],
+            ) {
+                (Some(ta), Some(tb), Some(pa), Some(pb)) => {
+                    let pairs = matched_rows(ta, tb)?;
+                    let same = pairs.iter().filter(|&&(x, y)| pa[x] == pb[y]).count();
+                    let mut correct = vec![(0usize, 0usize, 0usize); k];
+                    for &(x, y) in &pairs {
+                        let label = ta.labels[x] as usize;
+                        if label < k {
+                            correct[label].0 += 1;
+                            correct[label].1 += (pa[x] == label) as usize;
+                            correct[label].2 += (pb[y] == label) as usize;
+                        }
+                    }
+                    let present: Vec<_> = correct.iter().filter(|c| c.0 > 0).collect();
+                    let gap = present
+                        .iter()
+                        .map(|c| (c.1 as f64 - c.2 as f64).abs() / c.0 as f64)
+                        .sum::<f64>()
+                        / present.len().max(1) as f64;
+                    (Some(same as f64 / pairs.len().max(1) as f64), Some(gap))
+                }
+                _ => (None, None),
+            };
+            for (m, v) in [
+                (&mut out.means_procrustes, Some(mp)),
+                (&mut out.classifier_procrustes, Some(cp)),
+                (&mut out.train_cka, cka),
+                (&mut out.test_prediction_agreement, agreement),
+                (&mut out.per_class_accuracy_gap, gap),
+            ] {
+                m[i][j] = v;
+                m[j][i] = v;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A plain-text matrix of one quantity over all pairs, 4 decimals, `n/a` where missing.
+pub fn table(name: &str, labels: &[String], m: &[Vec<Option<f64>>]) -> String {
+    let width = labels.iter().map(String::len).max().unwrap_or(4).max(8);
+    let mut s = format!("{name}\n{:width$}", "");
+    for l in labels {
+        let _ = write!(s, " {l:>width$}");
+    }
+    s.push('\n');
+    for (l, row) in labels.iter().zip(m) {
+        let _ = write!(s, "{l:width$}");
+        for v in row {
+            let _ = write!(
+                s,
+                " {:>width$}",
+                v.map_or("n/a".into(), |x| format!("{x:.4}"))
+            );
+        }
+        s.push('\n');
+    }
+    s
+}
+
+impl Comparison {
+    /// The pairwise matrices with their names, in the column order of `compare.csv`.
+    pub fn matrices(&self) -> [(&'static str, &Vec<Vec<Option<f64>>>); 5] {
+        [
+            ("means_procrustes", &self.means_procrustes),
+            ("classifier_procrustes", &self.classifier_procrustes),
+            ("train_cka", &self.train_cka),
+            ("test_prediction_agreement", &self.test_prediction_agreement),
+            ("per_class_accuracy_gap", &self.per_class_accuracy_gap),
+        ]
+    }
+
+    /// Writes `compare.json` and `compare.csv` (one row per ordered pair) into `out`.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        let json_path = out.join("compare.json");
+        let json = serde_json::to_string_pretty(self).map_err(|source| Error::Json {
+            path: json_path.clone(),
+            source,
+        })?;
+        nc_data::io::write_atomic_bytes(&json_path, json.as_bytes())?;
+        let metrics = self.matrices();
+        let mut csv = String::from("run_a,run_b");
+        for (name, _) in &metrics {
+            let _ = write!(csv, ",{name}");
+        }
+        csv.push('\n');
+        for (i, a) in self.runs.iter().enumerate() {
+            for (j, b) in self.runs.iter().enumerate() {
+                let _ = write!(csv, "{a},{b}");
+                for (_, m) in &metrics {
+                    let _ = write!(csv, ",{}", m[i][j].map_or(String::new(), |v| v.to_string()));
+                }
+                csv.push('\n');
+            }
+        }
+        nc_data::io::write_atomic_bytes(&out.join("compare.csv"), csv.as_bytes())?;
+        Ok(())
+    }
+}

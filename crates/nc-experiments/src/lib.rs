@@ -1,0 +1,23 @@
+//! nc-experiments: everything about experiments that needs no deep-learning framework.
+//!
+//! - [`run_dir`]: the one definition of a training run's directory (what `nclab train`
+//!   writes and every reader opens), its metric columns and atomic writes.
+//! - [`runs`]: reading run directories back (typed), and scanning a folder of runs.
+//! - [`sweep`]: the loss x width x epochs x seed grid, its cells and their state.
+//! - [`aggregate`]: what a report shows: cells over seeds, curves, findings, tables.
+//! - [`comparison`]: feature equivalence between runs.
+//! - [`presets`]: the plans of `nclab reproduce`.
+//! - [`analysis`]: the path from a feature file to every NC metric.
+//!
+//! Nothing here parses command lines, prints or draws: front ends (the `nclab` CLI) do that.
+
+pub mod aggregate;
+pub mod analysis;
+pub mod comparison;
+pub mod error;
+pub mod presets;
+pub mod run_dir;
+pub mod runs;
+pub mod sweep;
+
+pub use error::{Error, Result};
