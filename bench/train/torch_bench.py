@@ -129,7 +129,7 @@ def main():
                 hs.append(h)
                 acc += (z.argmax(1) == y[i:i + 1000]).sum().item()
             h = torch.cat(hs).double()
-            # NC1 as in DESIGN.md (for the work it costs; value unused)
+            # NC1 as in docs/metrics.md (for the work it costs; value unused)
             mu = torch.stack([h[y == k].mean(0) for k in range(10)])
             mg = h.mean(0)
             M = (mu - mg).T

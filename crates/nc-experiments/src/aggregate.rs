@@ -117,6 +117,17 @@ impl Setting {
     }
 }
 
+/// One heatmap's numbers: rows are widths, columns epochs (as [`Report::axes`] orders them).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeatmapGrid {
+    /// `test_acc`, `diff_from_ce` or `seed_std` (part of the figure's file name).
+    pub kind: &'static str,
+    pub title: String,
+    pub values: Vec<Vec<Option<f64>>>,
+    /// Whether 0 is the centre of the colour scale.
+    pub diverging: bool,
+}
+
 /// A folder of runs, aggregated.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -206,12 +217,9 @@ impl Report {
         (widths, epochs, losses)
     }
 
-    /// The heatmaps over width (rows) x epochs (columns) for `loss`: (kind, title, values,
-    /// diverging). `diff_from_ce` is left out for CE itself.
-    pub fn heatmaps(
-        &self,
-        loss: LossKind,
-    ) -> Vec<(&'static str, String, Vec<Vec<Option<f64>>>, bool)> {
+    /// The heatmaps over width (rows) x epochs (columns) for `loss`: best-validation test
+    /// accuracy, its difference from CE's (left out for CE itself) and its std over seeds.
+    pub fn heatmaps(&self, loss: LossKind) -> Vec<HeatmapGrid> {
         let (widths, epochs, _) = self.axes();
         let grid_of = |value: &dyn Fn(&CellResult) -> Option<f64>| -> Vec<Vec<Option<f64>>> {
             widths
@@ -224,29 +232,29 @@ impl Report {
                 })
                 .collect()
         };
-        let mut maps = vec![(
-            "test_acc",
-            format!("{loss}: best-val test accuracy"),
-            grid_of(&|c| Some(c.test_acc.0)),
-            false,
-        )];
+        let mut maps = vec![HeatmapGrid {
+            kind: "test_acc",
+            title: format!("{loss}: best-val test accuracy"),
+            values: grid_of(&|c| Some(c.test_acc.0)),
+            diverging: false,
+        }];
         if loss != LossKind::Ce {
-            maps.push((
-                "diff_from_ce",
-                format!("{loss}: test accuracy minus CE's"),
-                grid_of(&|c| {
+            maps.push(HeatmapGrid {
+                kind: "diff_from_ce",
+                title: format!("{loss}: test accuracy minus CE's"),
+                values: grid_of(&|c| {
                     self.cell(LossKind::Ce, c.width, c.epochs)
                         .map(|ce| c.test_acc.0 - ce.test_acc.0)
                 }),
-                true,
-            ));
+                diverging: true,
+            });
         }
-        maps.push((
-            "seed_std",
-            format!("{loss}: test accuracy std over seeds"),
-            grid_of(&|c| c.test_acc.1),
-            false,
-        ));
+        maps.push(HeatmapGrid {
+            kind: "seed_std",
+            title: format!("{loss}: test accuracy std over seeds"),
+            values: grid_of(&|c| c.test_acc.1),
+            diverging: false,
+        });
         maps
     }
 

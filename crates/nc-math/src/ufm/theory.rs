@@ -1,4 +1,4 @@
-//! The UFM's global optimum in closed form (DESIGN.md, "The unconstrained feature model").
+//! The UFM's global optimum in closed form (docs/ufm.md, "The optimum f*").
 //!
 //! For `ce`, `ls`, `fl` every global minimiser is a neural-collapse solution, and with
 //! `c = sqrt(n lW lH)` the optimal value reduces to a problem in the logit margin r:

@@ -131,18 +131,18 @@ fn write_heatmaps(out: &Path, report: &Report, md: &mut String) -> Result<()> {
     let (widths, epochs, losses) = report.axes();
     md.push_str("## Test accuracy over width x epochs\n\n");
     for &loss in &losses {
-        for (kind, title, values, diverging) in report.heatmaps(loss) {
-            let stem = format!("heatmap_{kind}_{loss}");
+        for map in report.heatmaps(loss) {
+            let stem = format!("heatmap_{}_{loss}", map.kind);
             plot::heatmap(
                 &out.join(&stem),
                 &Heatmap {
-                    title,
+                    title: map.title,
                     x_label: "epochs".into(),
                     y_label: "width".into(),
                     x_ticks: epochs.iter().map(|e| e.to_string()).collect(),
                     y_ticks: widths.iter().map(|w| w.to_string()).collect(),
-                    values,
-                    diverging,
+                    values: map.values,
+                    diverging: map.diverging,
                 },
             )?;
             let _ = writeln!(md, "![{stem}]({stem}.png)");
