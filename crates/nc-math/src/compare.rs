@@ -2,9 +2,9 @@
 //! losses): orthogonal-Procrustes distance of class-mean (or classifier) geometry, and linear
 //! CKA of sample features.
 
+use crate::linalg::product;
 use crate::{Error, Result};
-use faer::linalg::matmul::matmul;
-use faer::{Accum, Mat, MatRef, Par};
+use faer::{Mat, MatRef, Par};
 
 /// Orthogonal-Procrustes distance between the configurations of K points `a` (K x d_a,
 /// row-major) and `b` (K x d_b), after centring each on its mean row and scaling it to unit
@@ -84,9 +84,7 @@ pub fn linear_cka(x: &[f64], dim_x: usize, y: &[f64], dim_y: usize) -> Result<f6
 }
 
 fn mul(a: MatRef<'_, f64>, b: MatRef<'_, f64>) -> Mat<f64> {
-    let mut out = Mat::zeros(a.nrows(), b.ncols());
-    matmul(out.as_mut(), Accum::Replace, a, b, 1.0, Par::rayon(0));
-    out
+    product(a, b, Par::rayon(0))
 }
 
 fn as_matrix<'a>(values: &'a [f64], dim: usize, what: &str) -> Result<MatRef<'a, f64>> {

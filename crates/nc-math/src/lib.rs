@@ -4,6 +4,7 @@
 
 pub mod compare;
 pub mod error;
+mod linalg;
 pub mod loss;
 pub mod metrics;
 pub mod ufm;

@@ -6,6 +6,7 @@ use super::objective::{Objective, Ufm};
 use super::solver::{minimize, random_start, Solution, SolveOptions};
 use super::{relative_gap, theory};
 use crate::error::Result;
+use crate::linalg::dot_in_order;
 use crate::loss::Loss;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -50,17 +51,17 @@ pub fn hessian_curvature(ufm: &Ufm, x: &[f64], steps: usize, seed: u64) -> Curva
     let mut w = vec![0.0; dim];
     for step in 0..steps {
         ufm.hvp(x, &q, &mut w);
-        let alpha = dot(&w, &q);
+        let alpha = dot_in_order(&w, &q);
         diagonal.push(alpha);
         basis.push(q);
         // Full reorthogonalisation (twice is enough) against every earlier Lanczos vector.
         for _ in 0..2 {
             for v in &basis {
-                let overlap = dot(&w, v);
+                let overlap = dot_in_order(&w, v);
                 w.iter_mut().zip(v).for_each(|(wi, vi)| *wi -= overlap * vi);
             }
         }
-        let beta = dot(&w, &w).sqrt();
+        let beta = dot_in_order(&w, &w).sqrt();
         if step + 1 == steps
             || beta
                 <= 1e-12
@@ -269,7 +270,7 @@ pub fn probe(ufm: &Ufm, options: &ProbeOptions) -> Result<Landscape> {
             name,
             objective,
             relative_gap: gap(objective),
-            grad_norm: dot(&grad, &grad).sqrt(),
+            grad_norm: dot_in_order(&grad, &grad).sqrt(),
             curvature,
             verdict: String::new(),
         }
@@ -339,12 +340,8 @@ fn point_verdict(point: &CriticalPoint, theory_known: bool) -> String {
     }
 }
 
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
 fn normalise(v: &mut [f64]) {
-    let norm = dot(v, v).sqrt();
+    let norm = dot_in_order(v, v).sqrt();
     v.iter_mut().for_each(|x| *x /= norm);
 }
 

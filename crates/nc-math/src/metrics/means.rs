@@ -1,0 +1,203 @@
+//! Phase 1: per-class counts and feature sums, and the class means they give.
+
+use super::batch::{blocks_per_piece, check_batch, BLOCK_ROWS};
+use super::element::{check_finite, Feature};
+use crate::linalg::add_into;
+use crate::{Error, Result};
+use faer::Mat;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Phase 1: per-class counts and feature sums.
+#[derive(Debug, Clone)]
+pub struct MeanAccumulator {
+    num_classes: usize,
+    dim: usize,
+    counts: Vec<u64>,
+    sums: Vec<f64>,
+    rows_seen: u64,
+}
+
+impl MeanAccumulator {
+    pub fn new(num_classes: usize, dim: usize) -> Self {
+        Self {
+            num_classes,
+            dim,
+            counts: vec![0; num_classes],
+            sums: vec![0.0; num_classes * dim],
+            rows_seen: 0,
+        }
+    }
+
+    /// Adds a batch: `features` is (labels.len() x d) row-major. Rejects NaN/Inf and labels
+    /// outside 0..K, naming the row counted over all batches added so far.
+    pub fn add_batch<T: Feature>(&mut self, features: &[T], labels: &[u32]) -> Result<()> {
+        let dim = self.dim;
+        check_batch(features, labels, dim, self.num_classes, self.rows_seen)?;
+        let blank = || {
+            (
+                vec![0u64; self.num_classes],
+                vec![0.0f64; self.num_classes * dim],
+            )
+        };
+        let (counts, sums) = features
+            .par_chunks(BLOCK_ROWS * dim.max(1))
+            .zip(labels.par_chunks(BLOCK_ROWS))
+            .with_min_len(blocks_per_piece(labels.len()))
+            .fold(blank, |(mut counts, mut sums), (block, block_labels)| {
+                for (row, &y) in block.chunks_exact(dim).zip(block_labels) {
+                    let y = y as usize;
+                    counts[y] += 1;
+                    for (s, &v) in sums[y * dim..(y + 1) * dim].iter_mut().zip(row) {
+                        *s += v.to_f64();
+                    }
+                }
+                (counts, sums)
+            })
+            .reduce(blank, |(mut c1, mut s1), (c2, s2)| {
+                add_into(&mut c1, &c2);
+                add_into(&mut s1, &s2);
+                (c1, s1)
+            });
+        // NaN and Inf are sticky in a sum, so a batch with one leaves a non-finite class
+        // sum: only then is the batch scanned for the element to name (one pass otherwise).
+        if sums.iter().any(|s| !s.is_finite()) {
+            return Err(match check_finite("features", features, dim) {
+                Err(Error::NonFinite { what, row, col }) => Error::NonFinite {
+                    what,
+                    row: row + self.rows_seen as usize,
+                    col,
+                },
+                _ => Error::InvalidArgument(
+                    "the feature sums of a class overflow f64: features are too large".into(),
+                ),
+            });
+        }
+        add_into(&mut self.counts, &counts);
+        add_into(&mut self.sums, &sums);
+        self.rows_seen += labels.len() as u64;
+        Ok(())
+    }
+
+    /// Combines a shard's accumulator with this one (same K and d).
+    pub fn merge(&mut self, other: &MeanAccumulator) -> Result<()> {
+        if (self.num_classes, self.dim) != (other.num_classes, other.dim) {
+            return Err(Error::Mismatch(format!(
+                "cannot merge a K={}, d={} mean accumulator into K={}, d={}",
+                other.num_classes, other.dim, self.num_classes, self.dim
+            )));
+        }
+        add_into(&mut self.counts, &other.counts);
+        add_into(&mut self.sums, &other.sums);
+        self.rows_seen += other.rows_seen;
+        Ok(())
+    }
+
+    /// The class means; every class needs at least one sample, and K >= 2.
+    pub fn finish(self) -> Result<ClassMeans> {
+        if self.num_classes < 2 {
+            return Err(Error::TooFewClasses(self.num_classes));
+        }
+        if let Some(class) = self.counts.iter().position(|&n| n == 0) {
+            return Err(Error::EmptyClass {
+                class,
+                num_classes: self.num_classes,
+            });
+        }
+        let dim = self.dim;
+        let total: u64 = self.counts.iter().sum();
+        let mut global_mean = vec![0.0; dim];
+        for class_sum in self.sums.chunks_exact(dim.max(1)) {
+            add_into(&mut global_mean, class_sum);
+        }
+        global_mean.iter_mut().for_each(|g| *g /= total as f64);
+        let mut means = self.sums;
+        for (mean, &n) in means.chunks_exact_mut(dim.max(1)).zip(&self.counts) {
+            mean.iter_mut().for_each(|m| *m /= n as f64);
+        }
+        Ok(ClassMeans {
+            num_classes: self.num_classes,
+            dim,
+            counts: Some(self.counts),
+            means,
+            global_mean,
+        })
+    }
+}
+
+/// Class means mu_k (K x d, row-major) and the global mean.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassMeans {
+    num_classes: usize,
+    dim: usize,
+    /// Samples per class; `None` for means read from a file without counts.
+    counts: Option<Vec<u64>>,
+    means: Vec<f64>,
+    /// The sample mean of all features (count-weighted mean of the class means), or the
+    /// plain mean of the class means when the counts are unknown.
+    global_mean: Vec<f64>,
+}
+
+impl ClassMeans {
+    /// Means given directly (e.g. a training run's saved `train_class_means`), K x d
+    /// row-major, without counts: they can serve as the reference of the NCC rule.
+    pub fn from_means(num_classes: usize, dim: usize, means: Vec<f64>) -> Result<Self> {
+        if num_classes < 2 {
+            return Err(Error::TooFewClasses(num_classes));
+        }
+        if means.len() != num_classes * dim {
+            return Err(Error::Shape {
+                what: "class means",
+                expected: format!("{num_classes} x {dim} = {} values", num_classes * dim),
+                got: format!("{} values", means.len()),
+            });
+        }
+        check_finite("class means", &means, dim)?;
+        let mut global_mean = vec![0.0; dim];
+        for mean in means.chunks_exact(dim.max(1)) {
+            add_into(&mut global_mean, mean);
+        }
+        global_mean
+            .iter_mut()
+            .for_each(|g| *g /= num_classes as f64);
+        Ok(Self {
+            num_classes,
+            dim,
+            counts: None,
+            means,
+            global_mean,
+        })
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn counts(&self) -> Option<&[u64]> {
+        self.counts.as_deref()
+    }
+
+    /// mu_k, K x d row-major.
+    pub fn means(&self) -> &[f64] {
+        &self.means
+    }
+
+    pub fn mean(&self, class: usize) -> &[f64] {
+        &self.means[class * self.dim..(class + 1) * self.dim]
+    }
+
+    pub fn global_mean(&self) -> &[f64] {
+        &self.global_mean
+    }
+
+    /// The centred means [mu_k - mu_G] as a d x K matrix.
+    pub(super) fn centred(&self) -> Mat<f64> {
+        Mat::from_fn(self.dim, self.num_classes, |i, k| {
+            self.mean(k)[i] - self.global_mean[i]
+        })
+    }
+}

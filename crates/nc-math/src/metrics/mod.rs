@@ -1,0 +1,122 @@
+//! The neural-collapse metric specification (`docs/metrics.md`) and its two-phase
+//! streaming accumulator.
+//!
+//! Notation: N samples h_i (dimension d) with labels y_i in 0..K, class counts n_k, class
+//! means mu_k, global mean mu_G (the sample mean of all features), M = [mu_k - mu_G]
+//! (d x K), classifier W (K x d) with bias b, Wc = W minus its mean row, and
+//! P = (I_K - 11^T/K) / sqrt(K-1).
+//!
+//! | name | formula |
+//! |---|---|
+//! | `nc1` | tr(Sigma_W Sigma_B^+) / K, Sigma_W = (1/N) sum_i (h_i - mu_{y_i})(h_i - mu_{y_i})^T, Sigma_B = M M^T / K |
+//! | `nc2` | \|\| Wc Wc^T / \|\|Wc Wc^T\|\|_F - P \|\|_F |
+//! | `nc3` | \|\| Wc M / \|\|Wc M\|\|_F - P \|\|_F |
+//! | `nc4` | fraction of samples where argmax_k (W h + b)_k differs from argmin_k \|\|h - m_k\|\| (m_k: reference means) |
+//! | `bias_relation` | \|\| W mu_G + b \|\|_2 |
+//! | `accuracy` | fraction with argmax_k (W h + b)_k = y |
+//! | `ncc_accuracy` | fraction with argmin_k \|\|h - m_k\|\| = y |
+//! | `equinorm_w`, `equinorm_h` | std / mean (ddof 0) of the row norms of Wc / the column norms of M |
+//! | `equiangle_w`, `equiangle_h` | mean over pairs k < l of \|cos(v_k, v_l) + 1/(K-1)\| for the rows of Wc / columns of M |
+//! | `nc2_means` | \|\| M^T M / \|\|M^T M\|\|_F - P \|\|_F |
+//! | `cdnv` | mean over pairs k < l of (var_k + var_l) / (2 \|\|mu_k - mu_l\|\|^2), var_k = mean over class k of \|\|h - mu_k\|\|^2 |
+//!
+//! Ties in argmax/argmin go to the lowest class index (numpy's convention).
+//!
+//! # How it is computed
+//! Sigma_B has rank <= K-1. With the thin SVD M = U S V^T, truncated to the singular values
+//! above 1e-8 times the largest (their number is `sigma_b_rank`),
+//! nc1 = sum_j (1/N) sum_i (u_j^T (h_i - mu_{y_i}))^2 / s_j^2. So NC1 needs only the
+//! projections U^T (h_i - mu_{y_i}): O(N d K) time, O(d K) memory, no d x d matrix.
+//!
+//! Phase 1 ([`MeanAccumulator`]) sums features per class. Phase 2 ([`MetricsPlan`] +
+//! [`ScatterAccumulator`]) centres each sample on its own class mean first (so nothing
+//! cancels when NC1 -> 0 or the features carry a large common offset), then applies one
+//! matrix product with the functionals [U | Q], where Q is the truncated singular basis of
+//! the reference means of the NCC rule (Q = U, and no extra rows, when those are the data's
+//! own means). The NCC distances follow as
+//! ||Q^T (h - m_k)||^2 = ||q||^2 + 2 q.(a_y - c_k) + ||a_y - c_k||^2 with q = Q^T (h - mu_y),
+//! a_y = Q^T (mu_y - m_G), c_k = Q^T (m_k - m_G); the part of h - m_k outside span(Q) is the
+//! same for every k up to the truncated singular values (below 1e-8 of the largest).
+//! The classifier's decisions are those of the f64 logits W (h - mu_y) + (W mu_y + b),
+//! taken from the projections where a proved bound allows (`ProjectedLogits`: every
+//! sample near collapse), else from one logit product over the remaining samples: in f32
+//! for f32 features, under a proved bound with f64 for the classes it cannot separate
+//! (`F32Logits`), in f64 otherwise.
+//! Both phases take batches in any order and merge across shards.
+//!
+//! # Where it lives
+//! | file | holds |
+//! |---|---|
+//! | `element.rs` | the feature element types ([`Feature`], [`LeF32`], [`LeF64`]) |
+//! | `classifier.rs` | [`Classifier`] |
+//! | `batch.rs` | the checks and parallel blocks of a batch, shared by both phases |
+//! | `means.rs` | phase 1: [`MeanAccumulator`], [`ClassMeans`] |
+//! | `geometry.rs` | class-level geometry: truncated SVD basis, simplex distances, equinorm, equiangle |
+//! | `plan.rs` | [`MetricsPlan`] and the NCC geometry |
+//! | `decisions.rs` | the classifier's certified decision routes and their rounding bounds |
+//! | `scatter.rs` | phase 2: [`ScatterAccumulator`] |
+
+mod batch;
+mod classifier;
+mod decisions;
+mod element;
+mod geometry;
+mod means;
+mod plan;
+mod scatter;
+
+pub use classifier::Classifier;
+pub use element::{Feature, LeF32, LeF64};
+pub use means::{ClassMeans, MeanAccumulator};
+pub use plan::MetricsPlan;
+pub use scatter::ScatterAccumulator;
+
+use crate::Result;
+use serde::{Deserialize, Serialize};
+
+/// Relative cutoff on the singular values of the centred class means (`docs/metrics.md`,
+/// "Rank cutoff").
+pub const RANK_CUTOFF: f64 = 1e-8;
+
+/// Every metric of the specification. `None` (JSON null) where the classifier is needed
+/// and none was given; NaN (also written as null) where a classifier quantity is 0/0, e.g.
+/// all rows of W equal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NcMetrics {
+    pub nc1: f64,
+    pub nc2: Option<f64>,
+    pub nc3: Option<f64>,
+    pub nc4: Option<f64>,
+    pub bias_relation: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub ncc_accuracy: f64,
+    pub equinorm_w: Option<f64>,
+    pub equinorm_h: f64,
+    pub equiangle_w: Option<f64>,
+    pub equiangle_h: f64,
+    pub nc2_means: f64,
+    pub cdnv: f64,
+    pub num_samples: u64,
+    pub num_classes: usize,
+    pub dim: usize,
+    pub sigma_b_rank: usize,
+}
+
+/// Both phases over features held in memory: `features` is N x d row-major.
+/// `reference_means` are the class means of the NCC rule (training means for a test split).
+pub fn compute_metrics<T: Feature>(
+    features: &[T],
+    labels: &[u32],
+    dim: usize,
+    num_classes: usize,
+    classifier: Option<&Classifier>,
+    reference_means: Option<&ClassMeans>,
+) -> Result<NcMetrics> {
+    let mut means = MeanAccumulator::new(num_classes, dim);
+    means.add_batch(features, labels)?;
+    let means = means.finish()?;
+    let plan = MetricsPlan::new(&means, classifier, reference_means)?;
+    let mut scatter = plan.accumulator();
+    scatter.add_batch(features, labels)?;
+    scatter.finish()
+}

@@ -1,0 +1,455 @@
+//! Phase 2: the projected within-class scatter, per-class variances and the decision
+//! rules, accumulated over batches of the same data phase 1 saw.
+
+use super::batch::{blocks_per_piece, check_batch, BLOCK_ROWS};
+use super::decisions::{argmin, deviation_norm_bound};
+use super::element::Feature;
+use super::plan::{MetricsPlan, PlanData};
+use super::{Classifier, NcMetrics};
+use crate::linalg::{add_into, dot_in_order, product_into};
+use crate::{Error, Result};
+use faer::{Mat, MatRef};
+use rayon::prelude::*;
+
+/// The mergeable numeric state of phase 2.
+#[derive(Debug, Clone, PartialEq)]
+struct ScatterState {
+    /// Samples per class (their sum is the rows seen).
+    class_counts: Vec<u64>,
+    /// sum_i (u_j^T (h_i - mu_{y_i}))^2 for each kept direction j.
+    projected_sq: Vec<f64>,
+    /// sum over class k of ||h - mu_k||^2.
+    deviation_sq: Vec<f64>,
+    correct: u64,
+    ncc_correct: u64,
+    ncc_mismatch: u64,
+    /// Samples whose classifier decision came from the projections (no logit product).
+    decided_by_projection: u64,
+}
+
+impl ScatterState {
+    fn new(plan: &PlanData) -> Self {
+        Self {
+            class_counts: vec![0; plan.num_classes],
+            projected_sq: vec![0.0; plan.sigma_b_rank()],
+            deviation_sq: vec![0.0; plan.num_classes],
+            correct: 0,
+            ncc_correct: 0,
+            ncc_mismatch: 0,
+            decided_by_projection: 0,
+        }
+    }
+
+    /// The rows added so far, over all batches.
+    fn rows_seen(&self) -> u64 {
+        self.class_counts.iter().sum()
+    }
+
+    /// Adds `other`'s sums and counts to this state's (same shapes).
+    fn add(&mut self, other: &ScatterState) {
+        add_into(&mut self.class_counts, &other.class_counts);
+        add_into(&mut self.projected_sq, &other.projected_sq);
+        add_into(&mut self.deviation_sq, &other.deviation_sq);
+        self.correct += other.correct;
+        self.ncc_correct += other.ncc_correct;
+        self.ncc_mismatch += other.ncc_mismatch;
+        self.decided_by_projection += other.decided_by_projection;
+    }
+
+    /// Processes at most `BLOCK_ROWS` samples: one f64 matrix product for the projections
+    /// (NC1, the NCC rule and most classifier decisions), and one logit product for the
+    /// samples whose decision the projections cannot prove.
+    fn add_block<T: Feature>(
+        &mut self,
+        plan: &PlanData,
+        features: &[T],
+        labels: &[u32],
+        scratch: &mut Scratch,
+    ) {
+        let (k, d, rows) = (plan.num_classes, plan.dim, labels.len());
+        scratch.centred.clear();
+        scratch.deviations.clear();
+        for (row, &y) in features.chunks_exact(d).zip(labels) {
+            let y = y as usize;
+            let mean = &plan.own_means[y * d..(y + 1) * d];
+            let start = scratch.centred.len();
+            let centred = &mut scratch.centred;
+            centred.extend(row.iter().zip(mean).map(|(&h, &mu)| h.to_f64() - mu));
+            let deviation_sq = crate::vector::dot(&centred[start..], &centred[start..]);
+            self.deviation_sq[y] += deviation_sq;
+            self.class_counts[y] += 1;
+            scratch
+                .deviations
+                .push(deviation_norm_bound(deviation_sq, d));
+        }
+        let centred_t = MatRef::from_column_major_slice(&scratch.centred, d, rows);
+        let outputs = &mut scratch.outputs;
+        product_into(outputs, plan.functionals.as_ref(), centred_t);
+        // q.c_k for every sample and class: (K x r_q) (r_q x rows).
+        let ncc_rows = plan.ncc_rows.clone();
+        let q = outputs.as_ref().subrows(ncc_rows.start, ncc_rows.len());
+        product_into(&mut scratch.ncc_dots, plan.ncc_coords.as_ref(), q);
+
+        let (r, rq) = (plan.sigma_b_rank(), ncc_rows.len());
+        scratch.ncc_decisions.clear();
+        for (i, &y) in labels.iter().enumerate() {
+            let y = y as usize;
+            let out = outputs.col_as_slice(i);
+            for (acc, &p) in self.projected_sq.iter_mut().zip(&out[..r]) {
+                *acc += p * p;
+            }
+            // Squared NCC distance up to a k-independent term:
+            // ||q + a_y - c_k||^2 - ||q||^2 = 2 q.a_y - 2 q.c_k + ||a_y - c_k||^2.
+            let qa = dot_in_order(
+                &out[ncc_rows.clone()],
+                &plan.ncc_anchor[y * rq..(y + 1) * rq],
+            );
+            let dots = scratch.ncc_dots.col_as_slice(i);
+            let distances = (0..k).map(|c| 2.0 * (qa - dots[c]) + plan.ncc_offset[y * k + c]);
+            let ncc = argmin(distances.enumerate());
+            if ncc == y {
+                self.ncc_correct += 1;
+            }
+            scratch.ncc_decisions.push(ncc);
+        }
+        if let Some(classifier) = &plan.classifier {
+            self.classify(plan, classifier, features, labels, scratch);
+            for ((&predicted, &ncc), &y) in scratch
+                .decisions
+                .iter()
+                .zip(&scratch.ncc_decisions)
+                .zip(labels)
+            {
+                if predicted == y as usize {
+                    self.correct += 1;
+                }
+                if predicted != ncc {
+                    self.ncc_mismatch += 1;
+                }
+            }
+        }
+    }
+
+    /// Fills `scratch.decisions` with argmax_k (W h + b)_k of the block's samples (the
+    /// exact path's decisions): from the projections where
+    /// [`super::decisions::ProjectedLogits`] proves them, else from one logit product over
+    /// the remaining samples, in f32 under [`super::decisions::F32Logits`]' bound for f32
+    /// features, in f64 otherwise.
+    fn classify<T: Feature>(
+        &mut self,
+        plan: &PlanData,
+        classifier: &Classifier,
+        features: &[T],
+        labels: &[u32],
+        scratch: &mut Scratch,
+    ) {
+        let (k, d, rows) = (plan.num_classes, plan.dim, labels.len());
+        let Scratch {
+            centred,
+            deviations,
+            outputs,
+            estimates,
+            decisions,
+            undecided,
+            gathered,
+            gathered_f32,
+            logits,
+            logits_f32,
+            ..
+        } = scratch;
+        decisions.clear();
+        undecided.clear();
+        // Both routes need the exact path's error bound (absent only for absurd d).
+        let errors = plan.logit_error.as_ref();
+        let f32_logits = plan
+            .f32_logits
+            .as_ref()
+            .zip(errors)
+            .filter(|_| T::EXACT_F32);
+        // The projections cost K r f64 multiply-adds per sample, the logit product K d in
+        // f64 or K d in f32 at twice the speed: they are tried only where they cost less.
+        let r = plan.sigma_b_rank();
+        let cheaper = f32_logits.is_none() || 2 * r < d;
+        match plan
+            .projected_logits
+            .as_ref()
+            .zip(errors)
+            .filter(|_| cheaper)
+        {
+            Some((projected, errors)) => {
+                product_into(
+                    estimates,
+                    projected.coefficients.as_ref(),
+                    outputs.as_ref().subrows(0, r),
+                );
+                for (i, &y) in labels.iter().enumerate() {
+                    let y = y as usize;
+                    let bound = errors.bound(errors.sample_norm(deviations[i], y), y);
+                    let estimate = estimates.col_as_slice(i);
+                    match projected.decide(estimate, y, deviations[i], bound) {
+                        Some(class) => decisions.push(class),
+                        None => {
+                            decisions.push(usize::MAX);
+                            undecided.push(i);
+                        }
+                    }
+                }
+                self.decided_by_projection += (rows - undecided.len()) as u64;
+            }
+            None => {
+                decisions.resize(rows, usize::MAX);
+                undecided.extend(0..rows);
+            }
+        }
+        if undecided.is_empty() {
+            return;
+        }
+        let count = undecided.len();
+        if let Some((f32_logits, errors)) = f32_logits {
+            gathered_f32.clear();
+            for &i in undecided.iter() {
+                let row = &features[i * d..(i + 1) * d];
+                gathered_f32.extend(row.iter().map(|&h| h.to_f32()));
+            }
+            product_into(
+                logits_f32,
+                f32_logits.weight.as_ref(),
+                MatRef::from_column_major_slice(gathered_f32, d, count),
+            );
+            for (j, &i) in undecided.iter().enumerate() {
+                let y = labels[i] as usize;
+                let centred_row = &centred[i * d..(i + 1) * d];
+                let offsets = &plan.logit_offset[y * k..(y + 1) * k];
+                let exact = |c: usize| dot_in_order(classifier.row(c), centred_row) + offsets[c];
+                decisions[i] = f32_logits.decide(
+                    logits_f32.col_as_slice(j),
+                    classifier.bias(),
+                    errors,
+                    errors.sample_norm(deviations[i], y),
+                    y,
+                    exact,
+                );
+            }
+        } else {
+            gathered.clear();
+            for &i in undecided.iter() {
+                gathered.extend_from_slice(&centred[i * d..(i + 1) * d]);
+            }
+            product_into(
+                logits,
+                MatRef::from_row_major_slice(classifier.weight(), k, d),
+                MatRef::from_column_major_slice(gathered, d, count),
+            );
+            for (j, &i) in undecided.iter().enumerate() {
+                let y = labels[i] as usize;
+                let offsets = &plan.logit_offset[y * k..(y + 1) * k];
+                let column = logits.col_as_slice(j);
+                let negated = column.iter().zip(offsets).map(|(z, o)| -(z + o));
+                decisions[i] = argmin(negated.enumerate());
+            }
+        }
+    }
+}
+
+/// Reusable buffers of one parallel piece of phase 2.
+struct Scratch {
+    /// Class-centred samples h - mu_y, f64, one after the other, and upper bounds on their
+    /// norms.
+    centred: Vec<f64>,
+    deviations: Vec<f64>,
+    /// Functional outputs (m x rows), NCC dot products (K x rows), projected logit
+    /// estimates a_k.p (K x rows).
+    outputs: Mat<f64>,
+    ncc_dots: Mat<f64>,
+    estimates: Mat<f64>,
+    /// Per sample: the NCC class and the classifier's class.
+    ncc_decisions: Vec<usize>,
+    decisions: Vec<usize>,
+    /// The samples the projections cannot decide, their centred rows (f64 route) or
+    /// features (f32 route), and their logits.
+    undecided: Vec<usize>,
+    gathered: Vec<f64>,
+    gathered_f32: Vec<f32>,
+    logits: Mat<f64>,
+    logits_f32: Mat<f32>,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self {
+            centred: Vec::new(),
+            deviations: Vec::new(),
+            outputs: Mat::zeros(0, 0),
+            ncc_dots: Mat::zeros(0, 0),
+            estimates: Mat::zeros(0, 0),
+            ncc_decisions: Vec::new(),
+            decisions: Vec::new(),
+            undecided: Vec::new(),
+            gathered: Vec::new(),
+            gathered_f32: Vec::new(),
+            logits: Mat::zeros(0, 0),
+            logits_f32: Mat::zeros(0, 0),
+        }
+    }
+}
+
+/// Phase 2: the projected within-class scatter, per-class variances and the decision
+/// rules, accumulated over batches of the same data phase 1 saw. It holds its plan (a
+/// cheap clone), so it has no lifetime and can be sent to another thread.
+pub struct ScatterAccumulator {
+    plan: MetricsPlan,
+    state: ScatterState,
+}
+
+impl ScatterAccumulator {
+    /// A fresh accumulator (see [`MetricsPlan::accumulator`]).
+    pub(super) fn new(plan: MetricsPlan) -> Self {
+        let state = ScatterState::new(plan.data());
+        Self { plan, state }
+    }
+
+    /// Adds a batch (labels.len() x d, row-major), processed in parallel blocks.
+    pub fn add_batch<T: Feature>(&mut self, features: &[T], labels: &[u32]) -> Result<()> {
+        let plan = self.plan.data();
+        let rows_seen = self.state.rows_seen();
+        check_batch(features, labels, plan.dim, plan.num_classes, rows_seen)?;
+        let blank = || (ScatterState::new(plan), Scratch::default());
+        let partial = features
+            .par_chunks(BLOCK_ROWS * plan.dim.max(1))
+            .zip(labels.par_chunks(BLOCK_ROWS))
+            .with_min_len(blocks_per_piece(labels.len()))
+            .fold(blank, |(mut state, mut scratch), (block, block_labels)| {
+                state.add_block(plan, block, block_labels, &mut scratch);
+                (state, scratch)
+            })
+            .map(|(state, ..)| state)
+            .reduce(
+                || ScatterState::new(plan),
+                |mut a, b| {
+                    a.add(&b);
+                    a
+                },
+            );
+        self.state.add(&partial);
+        Ok(())
+    }
+
+    /// Combines a shard's phase-2 accumulator (built from the same plan, or a clone of it)
+    /// with this one.
+    pub fn merge(&mut self, other: &ScatterAccumulator) -> Result<()> {
+        if !self.plan.is(&other.plan) {
+            return Err(Error::Mismatch(
+                "phase-2 accumulators come from different plans".into(),
+            ));
+        }
+        self.state.add(&other.state);
+        Ok(())
+    }
+
+    pub fn finish(self) -> Result<NcMetrics> {
+        let plan = self.plan.data();
+        let state = self.state;
+        let k = plan.num_classes;
+        if let Some(expected) = &plan.own_counts {
+            if *expected != state.class_counts {
+                return Err(Error::Mismatch(format!(
+                    "phase 2 saw class counts {:?}, phase 1 saw {:?}: both passes must cover the same samples",
+                    state.class_counts, expected
+                )));
+            }
+        }
+        let n: u64 = state.class_counts.iter().sum();
+        if n == 0 {
+            return Err(Error::InvalidArgument("phase 2 saw no samples".into()));
+        }
+        let nf = n as f64;
+        let nc1 = state
+            .projected_sq
+            .iter()
+            .zip(&plan.inv_sq_singular)
+            .map(|(sq, inv)| sq / nf * inv)
+            .sum();
+        let variance: Vec<f64> = state
+            .deviation_sq
+            .iter()
+            .zip(&state.class_counts)
+            .map(|(sq, &c)| if c > 0 { sq / c as f64 } else { 0.0 })
+            .collect();
+        let mut cdnv_sum = 0.0;
+        for a in 0..k {
+            for b in a + 1..k {
+                cdnv_sum += (variance[a] + variance[b])
+                    / (2.0 * plan.class_level.mean_distance_sq[a * k + b]);
+            }
+        }
+        let level = &plan.class_level;
+        let clf = level.classifier.as_ref();
+        let fraction = |count: u64| count as f64 / nf;
+        Ok(NcMetrics {
+            nc1,
+            nc2: clf.map(|c| c.nc2),
+            nc3: clf.map(|c| c.nc3),
+            nc4: clf.map(|_| fraction(state.ncc_mismatch)),
+            bias_relation: clf.map(|c| c.bias_relation),
+            accuracy: clf.map(|_| fraction(state.correct)),
+            ncc_accuracy: fraction(state.ncc_correct),
+            equinorm_w: clf.map(|c| c.equinorm_w),
+            equinorm_h: level.equinorm_h,
+            equiangle_w: clf.map(|c| c.equiangle_w),
+            equiangle_h: level.equiangle_h,
+            nc2_means: level.nc2_means,
+            cdnv: cdnv_sum / (k * (k - 1) / 2) as f64,
+            num_samples: n,
+            num_classes: k,
+            dim: plan.dim,
+            sigma_b_rank: plan.sigma_b_rank(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MeanAccumulator;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use rand_distr::StandardNormal;
+
+    /// Near collapse (W close to the class means, small within-class spread) the
+    /// projections decide every sample, so no logit product runs; away from it (a random
+    /// W, spread-out classes) they decide few. The decisions themselves are tested against brute force in
+    /// tests/metrics.rs.
+    #[test]
+    fn projections_decide_collapsed_samples() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let (k, d, per_class) = (6, 40, 50);
+        let mut normal = |scale: f64| scale * rng.sample::<f64, _>(StandardNormal);
+        let centres: Vec<f64> = (0..k * d).map(|_| normal(3.0)).collect();
+        let aligned: Vec<f64> = centres.iter().map(|&c| c + normal(0.01)).collect();
+        let random: Vec<f64> = (0..k * d).map(|_| normal(1.0)).collect();
+        let labels: Vec<u32> = (0..k * per_class).map(|i| (i % k) as u32).collect();
+        let mut sample = |spread: f64| -> Vec<f32> {
+            labels
+                .iter()
+                .flat_map(|&y| (0..d).map(move |i| (y as usize, i)))
+                .map(|(y, i)| (centres[y * d + i] + normal(spread)) as f32)
+                .collect()
+        };
+        let (collapsed, spread_out) = (sample(0.05), sample(3.0));
+        let decided = |weight: Vec<f64>, features: &[f32]| {
+            let clf = Classifier::new(k, d, weight, None).unwrap();
+            let mut means = MeanAccumulator::new(k, d);
+            means.add_batch(features, &labels).unwrap();
+            let means = means.finish().unwrap();
+            let plan = MetricsPlan::new(&means, Some(&clf), None).unwrap();
+            let mut scatter = plan.accumulator();
+            scatter.add_batch(features, &labels).unwrap();
+            let by_projection = scatter.state.decided_by_projection;
+            (by_projection, scatter.finish().unwrap().accuracy)
+        };
+        let n = labels.len() as u64;
+        assert_eq!(decided(aligned, &collapsed), (n, Some(1.0)));
+        let (by_projection, _) = decided(random, &spread_out);
+        assert!(by_projection < n / 2, "{by_projection} of {n}");
+    }
+}
