@@ -8,14 +8,60 @@ use faer::Mat;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-/// Phase 1: per-class counts and feature sums.
-#[derive(Debug, Clone)]
+/// Phase 1: per-class counts and feature sums. Serialisable (the sums as their exact bit
+/// patterns) so that a pass can stop and resume, or a shard travel to where it is merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "UncheckedMeans")]
 pub struct MeanAccumulator {
     num_classes: usize,
     dim: usize,
     counts: Vec<u64>,
+    #[serde(with = "super::exact_f64")]
     sums: Vec<f64>,
     rows_seen: u64,
+}
+
+/// A deserialised [`MeanAccumulator`] before its shapes are checked.
+#[derive(Deserialize)]
+struct UncheckedMeans {
+    num_classes: usize,
+    dim: usize,
+    counts: Vec<u64>,
+    #[serde(with = "super::exact_f64")]
+    sums: Vec<f64>,
+    rows_seen: u64,
+}
+
+impl TryFrom<UncheckedMeans> for MeanAccumulator {
+    type Error = Error;
+
+    fn try_from(state: UncheckedMeans) -> Result<Self> {
+        let UncheckedMeans {
+            num_classes,
+            dim,
+            counts,
+            sums,
+            rows_seen,
+        } = state;
+        let consistent = counts.len() == num_classes
+            && num_classes.checked_mul(dim) == Some(sums.len())
+            && counts.iter().try_fold(0u64, |n, &c| n.checked_add(c)) == Some(rows_seen);
+        if !consistent {
+            return Err(Error::Mismatch(format!(
+                "a K={num_classes}, d={dim} mean accumulator needs {num_classes} counts adding up to \
+                 its {rows_seen} rows and K x d sums; this one has {} counts and {} sums",
+                counts.len(),
+                sums.len()
+            )));
+        }
+        Ok(Self {
+            num_classes,
+            dim,
+            counts,
+            sums,
+            rows_seen,
+        })
+    }
 }
 
 impl MeanAccumulator {

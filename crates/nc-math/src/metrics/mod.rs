@@ -42,7 +42,9 @@
 //! sample near collapse), else from one logit product over the remaining samples: in f32
 //! for f32 features, under a proved bound with f64 for the classes it cannot separate
 //! (`F32Logits`), in f64 otherwise.
-//! Both phases take batches in any order and merge across shards.
+//! Both phases take batches in any order and merge across shards; their sums live in
+//! serialisable states ([`MeanAccumulator`] itself, [`ScatterState`]) from which a pass
+//! resumes exactly where it stopped.
 //!
 //! # Where it lives
 //! | file | holds |
@@ -54,12 +56,14 @@
 //! | `geometry.rs` | class-level geometry: truncated SVD basis, simplex distances, equinorm, equiangle |
 //! | `plan.rs` | [`MetricsPlan`] and the NCC geometry |
 //! | `decisions.rs` | the classifier's certified decision routes and their rounding bounds |
-//! | `scatter.rs` | phase 2: [`ScatterAccumulator`] |
+//! | `scatter.rs` | phase 2: [`ScatterAccumulator`], [`ScatterState`] |
+//! | `exact_f64.rs` | the exact serialisation of the states' f64 sums |
 
 mod batch;
 mod classifier;
 mod decisions;
 mod element;
+mod exact_f64;
 mod geometry;
 mod means;
 mod plan;
@@ -69,7 +73,7 @@ pub use classifier::Classifier;
 pub use element::{Feature, LeF32, LeF64};
 pub use means::{ClassMeans, MeanAccumulator};
 pub use plan::MetricsPlan;
-pub use scatter::ScatterAccumulator;
+pub use scatter::{ScatterAccumulator, ScatterState};
 
 use crate::Result;
 use serde::{Deserialize, Serialize};

@@ -10,15 +10,24 @@ use crate::linalg::{add_into, dot_in_order, product_into};
 use crate::{Error, Result};
 use faer::{Mat, MatRef};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 
-/// The mergeable numeric state of phase 2.
-#[derive(Debug, Clone, PartialEq)]
-struct ScatterState {
+/// The mergeable numeric state of phase 2: what a [`ScatterAccumulator`] has summed so far.
+/// Serialisable (the f64 sums as their exact bit patterns), so that a pass can stop and
+/// resume ([`ScatterAccumulator::state`], [`ScatterAccumulator::from_state`]) and shards
+/// can be merged wherever they meet ([`ScatterAccumulator::merge_state`]). It belongs to
+/// the plan it was accumulated with: resume and merge it only with that plan, or one
+/// rebuilt from the same means (as [`super::MeanAccumulator::finish`] gives them from a
+/// phase-1 state), classifier and reference means.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScatterState {
     /// Samples per class (their sum is the rows seen).
     class_counts: Vec<u64>,
     /// sum_i (u_j^T (h_i - mu_{y_i}))^2 for each kept direction j.
+    #[serde(with = "super::exact_f64")]
     projected_sq: Vec<f64>,
     /// sum over class k of ||h - mu_k||^2.
+    #[serde(with = "super::exact_f64")]
     deviation_sq: Vec<f64>,
     correct: u64,
     ncc_correct: u64,
@@ -43,6 +52,24 @@ impl ScatterState {
     /// The rows added so far, over all batches.
     fn rows_seen(&self) -> u64 {
         self.class_counts.iter().sum()
+    }
+
+    /// `Ok` when the state has the shapes of `plan`'s states.
+    fn check_shape(&self, plan: &PlanData) -> Result<()> {
+        let expected = (plan.num_classes, plan.sigma_b_rank(), plan.num_classes);
+        let got = (
+            self.class_counts.len(),
+            self.projected_sq.len(),
+            self.deviation_sq.len(),
+        );
+        if got != expected {
+            return Err(Error::Mismatch(format!(
+                "a phase-2 state with {} class counts, {} projections and {} variances does not \
+                 fit a plan with K={} and rank {}",
+                got.0, got.1, got.2, expected.0, expected.1
+            )));
+        }
+        Ok(())
     }
 
     /// Adds `other`'s sums and counts to this state's (same shapes).
@@ -295,7 +322,8 @@ impl Default for Scratch {
 
 /// Phase 2: the projected within-class scatter, per-class variances and the decision
 /// rules, accumulated over batches of the same data phase 1 saw. It holds its plan (a
-/// cheap clone), so it has no lifetime and can be sent to another thread.
+/// cheap clone), so it has no lifetime and can be sent to another thread; its numbers are
+/// a [`ScatterState`], which can be taken out, stored and resumed.
 pub struct ScatterAccumulator {
     plan: MetricsPlan,
     state: ScatterState,
@@ -306,6 +334,31 @@ impl ScatterAccumulator {
     pub(super) fn new(plan: MetricsPlan) -> Self {
         let state = ScatterState::new(plan.data());
         Self { plan, state }
+    }
+
+    /// Resumes from a state taken from an accumulator of `plan` (or of a plan rebuilt from
+    /// the same means, classifier and reference means; see [`ScatterState`]). An error when
+    /// the state's shapes do not fit the plan.
+    pub fn from_state(plan: &MetricsPlan, state: ScatterState) -> Result<Self> {
+        state.check_shape(plan.data())?;
+        Ok(Self {
+            plan: plan.clone(),
+            state,
+        })
+    }
+
+    /// What has been accumulated so far: clone or serialise it to resume later.
+    pub fn state(&self) -> &ScatterState {
+        &self.state
+    }
+
+    /// The state, giving up the accumulator.
+    pub fn into_state(self) -> ScatterState {
+        self.state
+    }
+
+    pub fn plan(&self) -> &MetricsPlan {
+        &self.plan
     }
 
     /// Adds a batch (labels.len() x d, row-major), processed in parallel blocks.
@@ -343,6 +396,15 @@ impl ScatterAccumulator {
             ));
         }
         self.state.add(&other.state);
+        Ok(())
+    }
+
+    /// Combines a shard's phase-2 state (accumulated with this plan, e.g. in another
+    /// process, see [`ScatterState`]) with this accumulator's. An error when its shapes do
+    /// not fit the plan.
+    pub fn merge_state(&mut self, other: &ScatterState) -> Result<()> {
+        other.check_shape(self.plan.data())?;
+        self.state.add(other);
         Ok(())
     }
 
