@@ -1,5 +1,5 @@
 //! The metrics engine against exact constructions, hand-computed cases, a dense brute-force
-//! implementation of the DESIGN.md formulas, and the invariances the metrics must have.
+//! implementation of the docs/metrics.md formulas, and the invariances the metrics must have.
 
 use faer::Mat;
 use nc_math::metrics::{
@@ -80,7 +80,7 @@ fn random_classifier(rng: &mut StdRng, classes: usize, dim: usize) -> Classifier
     .unwrap()
 }
 
-/// Straight from the DESIGN.md formulas: dense d x d Sigma_W and Sigma_B, pseudo-inverse by
+/// Straight from the docs/metrics.md formulas: dense d x d Sigma_W and Sigma_B, pseudo-inverse by
 /// a full SVD of Sigma_B, distances and logits sample by sample.
 fn brute_force(
     data: &Data,
