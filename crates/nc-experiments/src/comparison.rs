@@ -60,9 +60,7 @@ fn matrix(values: &[f64], shape: &[usize], path: &Path, key: &str) -> Result<(Ve
 }
 
 fn load_run(dir: &Path) -> Result<RunData> {
-    let layout = RunDir {
-        root: dir.to_path_buf(),
-    };
+    let layout = RunDir::at(dir);
     let path = layout.final_tensors();
     if !path.is_file() {
         return Err(Error::invalid(

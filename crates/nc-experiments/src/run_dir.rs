@@ -65,6 +65,11 @@ pub struct RunDir {
 }
 
 impl RunDir {
+    /// The layout of the run directory at `root`, whether or not it exists yet.
+    pub fn at(root: impl Into<PathBuf>) -> Self {
+        RunDir { root: root.into() }
+    }
+
     /// Creates a fresh run directory (it may exist but must be empty). Checks it is writable.
     pub fn create(root: &Path) -> Result<Self> {
         let err = |msg: String| Error::RunDir {

@@ -95,9 +95,7 @@ fn typed<T: serde::de::DeserializeOwned>(value: Value, path: &Path) -> Result<T>
 
 /// Reads one run directory. A run without `summary.json` is unfinished (`summary` = None).
 pub fn read_run(dir: &Path) -> Result<Run> {
-    let layout = RunDir {
-        root: dir.to_path_buf(),
-    };
+    let layout = RunDir::at(dir);
     let config_path = layout.config();
     let config = read_value(&config_path)?;
     let identity: RunIdentity = typed(config.clone(), &config_path)?;
@@ -218,9 +216,7 @@ pub fn scan(root: &Path) -> Result<Scan> {
 }
 
 fn collect_run_dirs(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
-    let layout = RunDir {
-        root: dir.to_path_buf(),
-    };
+    let layout = RunDir::at(dir);
     if layout.config().is_file() {
         out.push(dir.to_path_buf());
         return Ok(());

@@ -106,9 +106,7 @@ impl SweepDir {
 
     /// The run directory of `cell`.
     pub fn run_dir(&self, cell: &Cell) -> RunDir {
-        RunDir {
-            root: self.root.join(cell.name()),
-        }
+        RunDir::at(self.root.join(cell.name()))
     }
 
     /// The sweep's bookkeeping folder, `OUT/.sweep`.

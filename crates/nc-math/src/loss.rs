@@ -329,10 +329,10 @@ impl fmt::Display for Loss {
     /// `ce`, `ls(alpha=0.05)`, `fl(gamma=3)`, `mse(rescale=15)`; `FromStr` reads it back.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Loss::CrossEntropy => write!(f, "ce"),
-            Loss::LabelSmoothing { alpha } => write!(f, "ls(alpha={alpha})"),
-            Loss::Focal { gamma } => write!(f, "fl(gamma={gamma})"),
-            Loss::Mse { rescale } => write!(f, "mse(rescale={rescale})"),
+            Loss::CrossEntropy => write!(f, "{}", self.name()),
+            Loss::LabelSmoothing { alpha } => write!(f, "{}(alpha={alpha})", self.name()),
+            Loss::Focal { gamma } => write!(f, "{}(gamma={gamma})", self.name()),
+            Loss::Mse { rescale } => write!(f, "{}(rescale={rescale})", self.name()),
         }
     }
 }
@@ -354,18 +354,19 @@ impl FromStr for Loss {
             }
             None => (text, None),
         };
-        let loss = match name.to_ascii_lowercase().as_str() {
-            "ce" if param.is_none() => Loss::CrossEntropy,
-            "ls" => Loss::LabelSmoothing {
-                alpha: param.unwrap_or(DEFAULT_ALPHA),
-            },
-            "fl" => Loss::Focal {
-                gamma: param.unwrap_or(DEFAULT_GAMMA),
-            },
-            "mse" => Loss::Mse {
-                rescale: param.unwrap_or(DEFAULT_RESCALE),
-            },
-            _ => return Err(bad_loss(text)),
+        let kind: LossKind = name
+            .to_ascii_lowercase()
+            .parse()
+            .map_err(|_| bad_loss(text))?;
+        // One number is the parameter of whichever loss has one; `ce` has none.
+        let loss = match (kind, param) {
+            (LossKind::Ce, Some(_)) => return Err(bad_loss(text)),
+            (_, None) => kind.with_params(LossParams::default()),
+            (_, Some(value)) => kind.with_params(LossParams {
+                alpha: value,
+                gamma: value,
+                rescale: value,
+            }),
         };
         loss.validate()?;
         Ok(loss)
@@ -374,7 +375,8 @@ impl FromStr for Loss {
 
 fn bad_loss(text: &str) -> Error {
     Error::InvalidArgument(format!(
-        "unknown loss '{text}': expected ce, ls, fl, mse, optionally with a parameter like ls(alpha=0.1)"
+        "unknown loss '{text}': expected {}, optionally with a parameter like ls(alpha=0.1)",
+        LossKind::ALL.map(LossKind::name).join(", ")
     ))
 }
 

@@ -29,7 +29,7 @@ enum Command {
     Ufm(cmd::ufm::Args),
     /// Probe the UFM landscape: random restarts and curvature at critical points.
     Landscape(cmd::landscape::Args),
-    /// Train a classifier under one loss (ce, ls, fl, mse) and track neural collapse every epoch.
+    /// Train a classifier under one loss and track neural collapse every epoch.
     Train(cmd::train::Args),
     /// Figures, tables and a Markdown report from a folder of training runs.
     Report(cmd::report::Args),
