@@ -6,12 +6,15 @@ use crate::linalg::add_into;
 use crate::{Error, Result};
 use faer::Mat;
 use rayon::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Phase 1: per-class counts and feature sums. Serialisable (the sums as their exact bit
-/// patterns) so that a pass can stop and resume, or a shard travel to where it is merged.
+/// patterns) so that a pass can stop and resume, or a shard travel to where it is merged;
+/// a state whose shapes do not fit together is refused when read.
+// `remote = "Self"` makes the derives inherent functions, called by the trait impls below:
+// reading checks the shapes before anything can index with them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "UncheckedMeans")]
+#[serde(remote = "Self")]
 pub struct MeanAccumulator {
     num_classes: usize,
     dim: usize,
@@ -21,46 +24,17 @@ pub struct MeanAccumulator {
     rows_seen: u64,
 }
 
-/// A deserialised [`MeanAccumulator`] before its shapes are checked.
-#[derive(Deserialize)]
-struct UncheckedMeans {
-    num_classes: usize,
-    dim: usize,
-    counts: Vec<u64>,
-    #[serde(with = "super::exact_f64")]
-    sums: Vec<f64>,
-    rows_seen: u64,
+impl Serialize for MeanAccumulator {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        MeanAccumulator::serialize(self, serializer)
+    }
 }
 
-impl TryFrom<UncheckedMeans> for MeanAccumulator {
-    type Error = Error;
-
-    fn try_from(state: UncheckedMeans) -> Result<Self> {
-        let UncheckedMeans {
-            num_classes,
-            dim,
-            counts,
-            sums,
-            rows_seen,
-        } = state;
-        let consistent = counts.len() == num_classes
-            && num_classes.checked_mul(dim) == Some(sums.len())
-            && counts.iter().try_fold(0u64, |n, &c| n.checked_add(c)) == Some(rows_seen);
-        if !consistent {
-            return Err(Error::Mismatch(format!(
-                "a K={num_classes}, d={dim} mean accumulator needs {num_classes} counts adding up to \
-                 its {rows_seen} rows and K x d sums; this one has {} counts and {} sums",
-                counts.len(),
-                sums.len()
-            )));
-        }
-        Ok(Self {
-            num_classes,
-            dim,
-            counts,
-            sums,
-            rows_seen,
-        })
+impl<'de> Deserialize<'de> for MeanAccumulator {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        let state = MeanAccumulator::deserialize(deserializer)?;
+        state.check_shapes().map_err(serde::de::Error::custom)?;
+        Ok(state)
     }
 }
 
@@ -73,6 +47,24 @@ impl MeanAccumulator {
             sums: vec![0.0; num_classes * dim],
             rows_seen: 0,
         }
+    }
+
+    /// K counts adding up to the rows seen, and K x d sums.
+    fn check_shapes(&self) -> Result<()> {
+        let (k, d) = (self.num_classes, self.dim);
+        let consistent = self.counts.len() == k
+            && k.checked_mul(d) == Some(self.sums.len())
+            && self.counts.iter().try_fold(0u64, |n, &c| n.checked_add(c)) == Some(self.rows_seen);
+        if !consistent {
+            return Err(Error::Mismatch(format!(
+                "a K={k}, d={d} mean accumulator needs {k} counts adding up to its {} rows and \
+                 K x d sums; this one has {} counts and {} sums",
+                self.rows_seen,
+                self.counts.len(),
+                self.sums.len()
+            )));
+        }
+        Ok(())
     }
 
     /// Adds a batch: `features` is (labels.len() x d) row-major. Rejects NaN/Inf and labels

@@ -122,23 +122,21 @@ impl MetricsPlan {
         if k < 2 {
             return Err(Error::TooFewClasses(k));
         }
-        if let Some(clf) = classifier {
-            if (clf.num_classes(), clf.dim()) != (k, d) {
-                return Err(Error::Mismatch(format!(
-                    "the classifier is {} x {}, but the features have {k} classes of dimension {d}",
-                    clf.num_classes(),
-                    clf.dim()
-                )));
+        // `what` names the input and agrees with its verb ("the classifier is").
+        let fits = |what: &str, shape: (usize, usize)| {
+            if shape == (k, d) {
+                return Ok(());
             }
+            Err(Error::Mismatch(format!(
+                "the {what} {} x {}, but the features have {k} classes of dimension {d}",
+                shape.0, shape.1
+            )))
+        };
+        if let Some(clf) = classifier {
+            fits("classifier is", (clf.num_classes(), clf.dim()))?;
         }
         if let Some(r) = reference {
-            if (r.num_classes(), r.dim()) != (k, d) {
-                return Err(Error::Mismatch(format!(
-                    "the reference means are {} x {}, but the features have {k} classes of dimension {d}",
-                    r.num_classes(),
-                    r.dim()
-                )));
-            }
+            fits("reference means are", (r.num_classes(), r.dim()))?;
         }
         let centred = own.centred();
         // Wc, read by the classifier geometry and by the projected decisions.
