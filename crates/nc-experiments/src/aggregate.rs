@@ -3,7 +3,7 @@
 //! and the tables (`summary.csv`, Markdown, plain text). Drawing is left to the front end.
 
 use crate::error::{Error, Result};
-use crate::runs::{self, Run};
+use crate::runs::{self, Run, Unreadable};
 use nc_math::loss::LossKind;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -129,7 +129,7 @@ pub struct HeatmapGrid {
 }
 
 /// A folder of runs, aggregated.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Report {
     pub root: PathBuf,
     /// The finished runs grouped by (width, epochs), in increasing order.
@@ -138,6 +138,8 @@ pub struct Report {
     pub cells: Vec<CellResult>,
     /// Run directories without summary.json (interrupted or still running): left out.
     pub unfinished: Vec<PathBuf>,
+    /// Run directories that could not be read, with the reason: left out.
+    pub unreadable: Vec<Unreadable>,
 }
 
 impl Report {
@@ -148,13 +150,17 @@ impl Report {
             return Err(Error::invalid(
                 root,
                 format!(
-                    "no finished runs (no summary.json) among {} run directories; unfinished: {}",
-                    scan.unfinished.len(),
+                    "no finished runs (no summary.json) among {} run directories; unfinished: {}{}",
+                    scan.unfinished.len() + scan.unreadable.len(),
                     scan.unfinished
                         .iter()
                         .map(|p| p.display().to_string())
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    scan.unreadable
+                        .iter()
+                        .map(|u| format!("; unreadable: {}", u.reason))
+                        .collect::<String>()
                 ),
             ));
         }
@@ -186,6 +192,7 @@ impl Report {
             settings,
             cells,
             unfinished: scan.unfinished,
+            unreadable: scan.unreadable,
         })
     }
 

@@ -162,15 +162,27 @@ pub fn parse_metrics(text: &str, path: &Path) -> Result<Vec<BTreeMap<String, f64
 }
 
 /// What a directory scan found.
+#[derive(Debug)]
 pub struct Scan {
     /// Finished runs (with summary.json), sorted by directory.
     pub finished: Vec<Run>,
     /// Run directories without summary.json (interrupted or still running).
     pub unfinished: Vec<PathBuf>,
+    /// Run directories whose files could not be read (a torn `metrics.jsonl`, a broken
+    /// `config.json`, ...), with the reason: left out of everything else.
+    pub unreadable: Vec<Unreadable>,
 }
 
-/// Finds every run directory (one holding `config.json`) at or below `root`, and checks that
-/// the finished ones differ only in the swept settings (loss, width, epochs, seed).
+/// A run directory that could not be read, and why.
+#[derive(Debug)]
+pub struct Unreadable {
+    pub dir: PathBuf,
+    pub reason: Error,
+}
+
+/// Finds every run directory (one holding `config.json`) at or below `root`, reads each
+/// (keeping those that cannot be read aside, with the reason), and checks that the finished
+/// ones differ only in the swept settings (loss, width, epochs, seed).
 pub fn scan(root: &Path) -> Result<Scan> {
     if !root.is_dir() {
         return Err(Error::invalid(root, "not a directory"));
@@ -186,12 +198,12 @@ pub fn scan(root: &Path) -> Result<Scan> {
     }
     let mut finished = Vec::new();
     let mut unfinished = Vec::new();
+    let mut unreadable = Vec::new();
     for dir in dirs {
-        let run = read_run(&dir)?;
-        if run.summary.is_some() {
-            finished.push(run);
-        } else {
-            unfinished.push(dir);
+        match read_run(&dir) {
+            Ok(run) if run.summary.is_some() => finished.push(run),
+            Ok(_) => unfinished.push(dir),
+            Err(reason) => unreadable.push(Unreadable { dir, reason }),
         }
     }
     if let Some(first) = finished.first() {
@@ -212,6 +224,7 @@ pub fn scan(root: &Path) -> Result<Scan> {
     Ok(Scan {
         finished,
         unfinished,
+        unreadable,
     })
 }
 

@@ -23,6 +23,9 @@ pub fn run(args: Args) -> Result<()> {
     for dir in &report.unfinished {
         eprintln!("left out (unfinished, no summary.json): {}", dir.display());
     }
+    for run in &report.unreadable {
+        eprintln!("left out (cannot be read): {}", run.reason);
+    }
     println!("report: {}", out.join("report.md").display());
     Ok(())
 }
@@ -72,6 +75,19 @@ pub fn write_report(root: &Path, out: &Path) -> Result<Report> {
                 .unfinished
                 .iter()
                 .map(|p| format!("`{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    if !report.unreadable.is_empty() {
+        let _ = writeln!(
+            md,
+            "Runs that could not be read, left out: {}\n",
+            report
+                .unreadable
+                .iter()
+                .map(|u| format!("`{}` ({})", u.dir.display(), u.reason))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
