@@ -131,7 +131,7 @@ pub enum Loss {
 }
 
 impl Loss {
-    /// Checks the parameter ranges: `alpha` in [0, 1), `gamma >= 0`, `rescale` finite.
+    /// Checks the parameter ranges: `alpha` in [0, 1), `gamma >= 0`, `rescale` finite and > 0.
     pub fn validate(&self) -> Result<()> {
         match *self {
             Loss::CrossEntropy => Ok(()),
@@ -145,9 +145,11 @@ impl Loss {
             Loss::Focal { gamma } => Err(Error::InvalidArgument(format!(
                 "fl needs a finite gamma >= 0, got {gamma}"
             ))),
-            Loss::Mse { rescale } if rescale.is_finite() => Ok(()),
+            // The one-hot targets must point the right way: the theory (docs/ufm.md) and the
+            // trainer both take s > 0.
+            Loss::Mse { rescale } if rescale.is_finite() && rescale > 0.0 => Ok(()),
             Loss::Mse { rescale } => Err(Error::InvalidArgument(format!(
-                "mse needs a finite rescale, got {rescale}"
+                "mse needs a finite rescale > 0, got {rescale}"
             ))),
         }
     }

@@ -165,7 +165,7 @@ fn target_gap_stops_once_the_gap_is_reached() {
 
 #[test]
 fn bad_arguments_exit_2_with_a_clear_message() {
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 10] = [
         (&["--classes", "1"], "--classes must be at least 2"),
         (&["--dim", "0"], "--dim must be at least 1"),
         (&["--lambda-w", "-5e-3"], "--lambda-w must be >= 0"),
@@ -174,6 +174,7 @@ fn bad_arguments_exit_2_with_a_clear_message() {
         (&["--loss", "fl", "--gamma", "-0.5"], "gamma >= 0"),
         (&["--lambda-b", "nan"], "--lambda-b must be a finite number"),
         (&["--rescale", "inf"], "--rescale must be a finite number"),
+        (&["--loss", "mse", "--rescale", "-5"], "rescale > 0"),
         (&["--init-scale", "-1"], "--init-scale must be >= 0"),
     ];
     for (change, message) in cases {

@@ -227,6 +227,8 @@ fn names_parse_print_and_serialise() {
         "ls(alpha=x)",
         "ce(1)",
         "mse(inf)",
+        "mse(-5)",
+        "mse(0)",
         "ls(0.1",
     ] {
         assert!(bad.parse::<Loss>().is_err(), "{bad} should not parse");
