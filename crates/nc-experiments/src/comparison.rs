@@ -7,6 +7,7 @@ use crate::run_dir::{final_tensors, RunDir};
 use nc_data::features::{load_feature_file, FeatureKeys, FeatureSet};
 use nc_data::safetensors::read_safetensors;
 use nc_math::compare::{linear_cka, procrustes_distance};
+use nc_math::metrics::Classifier;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -21,9 +22,8 @@ struct RunData {
     train_means: (Vec<f64>, usize),
     /// The same at initialisation, if saved.
     initial_means: Option<(Vec<f64>, usize)>,
-    /// K x d classifier and bias.
-    weight: (Vec<f64>, usize),
-    bias: Vec<f64>,
+    /// The last layer W (K x d) and b.
+    classifier: Classifier,
     train_features: Option<FeatureSet>,
     test_features: Option<FeatureSet>,
 }
@@ -113,6 +113,12 @@ fn load_run(dir: &Path) -> Result<RunData> {
             Ok(None)
         }
     };
+    let (weight, dim) = weight_m;
+    let classifier =
+        Classifier::new(num_classes, dim, weight, Some(bias)).map_err(|source| Error::Metrics {
+            path: path.clone(),
+            source,
+        })?;
     Ok(RunData {
         label: dir.file_name().map_or_else(
             || dir.display().to_string(),
@@ -122,8 +128,7 @@ fn load_run(dir: &Path) -> Result<RunData> {
         num_classes,
         train_means,
         initial_means,
-        weight: weight_m,
-        bias,
+        classifier,
         train_features: features("train")?,
         test_features: features("test")?,
     })
@@ -153,9 +158,9 @@ fn gather(set: &FeatureSet, rows: impl Iterator<Item = usize>) -> Vec<f64> {
     rows.flat_map(|r| set.row_f64(r)).collect()
 }
 
-fn predictions(set: &FeatureSet, weight: &(Vec<f64>, usize), bias: &[f64]) -> Result<Vec<usize>> {
-    let (w, d) = weight;
-    if set.dim != *d {
+fn predictions(set: &FeatureSet, classifier: &Classifier) -> Result<Vec<usize>> {
+    let d = classifier.dim();
+    if set.dim != d {
         return Err(Error::invalid(
             &set.path,
             format!(
@@ -165,22 +170,7 @@ fn predictions(set: &FeatureSet, weight: &(Vec<f64>, usize), bias: &[f64]) -> Re
         ));
     }
     Ok((0..set.num_samples)
-        .map(|r| {
-            let h = set.row_f64(r);
-            let mut best = (0, f64::NEG_INFINITY);
-            for (k, b) in bias.iter().enumerate() {
-                let z: f64 = w[k * d..(k + 1) * d]
-                    .iter()
-                    .zip(&h)
-                    .map(|(x, y)| x * y)
-                    .sum::<f64>()
-                    + b;
-                if z > best.1 {
-                    best = (k, z);
-                }
-            }
-            best.0
-        })
+        .map(|r| classifier.predict(&set.row_f64(r)))
         .collect())
 }
 
@@ -209,7 +199,7 @@ pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
         .map(|r| {
             r.test_features
                 .as_ref()
-                .map(|t| predictions(t, &r.weight, &r.bias))
+                .map(|t| predictions(t, &r.classifier))
                 .transpose()
         })
         .collect::<Result<_>>()?;
@@ -250,7 +240,8 @@ pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
                 b.train_means.1,
             )
             .map_err(context)?;
-            let cp = procrustes_distance(&a.weight.0, a.weight.1, &b.weight.0, b.weight.1)
+            let (wa, wb) = (&a.classifier, &b.classifier);
+            let cp = procrustes_distance(wa.weight(), wa.dim(), wb.weight(), wb.dim())
                 .map_err(context)?;
             let cka = match (&a.train_features, &b.train_features) {
                 (Some(fa), Some(fb)) => {

@@ -195,23 +195,9 @@ fn unknown_number() -> f64 {
     f64::NAN
 }
 
-/// The spec metrics reported per split, in CSV column order (`accuracy` is `*_acc`).
-pub const METRIC_COLUMNS: [&str; 14] = [
-    "nc1",
-    "nc2",
-    "nc3",
-    "nc4",
-    "bias_relation",
-    "ncc_accuracy",
-    "equinorm_w",
-    "equinorm_h",
-    "equiangle_w",
-    "equiangle_h",
-    "nc2_means",
-    "cdnv",
-    "sigma_b_rank",
-    "num_samples",
-];
+/// The spec metrics reported per split, in CSV column order (`accuracy` is `*_acc`): the
+/// metrics type's own list.
+pub const METRIC_COLUMNS: [&str; 14] = nc_math::metrics::NcMetrics::SPLIT_COLUMNS;
 
 /// The leading CSV columns.
 pub const BASE_COLUMNS: [&str; 8] = [

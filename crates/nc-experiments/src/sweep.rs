@@ -5,7 +5,14 @@
 //! OUT/{loss}_w{width}_e{epochs}_s{seed}/   one run directory per cell (see crate::run_dir)
 //! OUT/.sweep/CELL.failed                   the last attempt at CELL failed (its error)
 //! OUT/.sweep/CELL.log                      CELL's output when cells train in parallel
+//! OUT/.sweep/CELL.lock                     held while a process trains CELL: "HOST PID"
 //! ```
+//!
+//! The lock file is created with `O_CREAT | O_EXCL`, which network file systems (NFS v3 and
+//! later, Lustre, GPFS) honour, so two processes on any hosts never train one cell at once.
+//! A lock whose process is gone on this host is stale and taken over; a lock held from
+//! another host is never taken over (this host cannot tell whether that process lives):
+//! when that host died, remove the file by hand.
 
 use crate::error::{Error, Result};
 use crate::run_dir::RunDir;
@@ -42,7 +49,7 @@ impl Cell {
 
 impl Grid {
     /// The cells in their fixed order, after checking every value (`widths` > 0 and finite,
-    /// `epochs` >= 1, no empty list).
+    /// `epochs` >= 1, no empty list). A value given twice counts once (its first place).
     pub fn cells(&self) -> Result<Vec<Cell>> {
         if let Some(w) = self.widths.iter().find(|w| !(**w > 0.0 && w.is_finite())) {
             return Err(Error::setting(
@@ -57,10 +64,10 @@ impl Grid {
             ));
         }
         let mut cells = Vec::new();
-        for &loss in &self.losses {
-            for &width in &self.widths {
-                for &epochs in &self.epochs {
-                    for &seed in &self.seeds {
+        for &loss in &distinct(&self.losses, |l| *l) {
+            for &width in &distinct(&self.widths, |w| w.to_bits()) {
+                for &epochs in &distinct(&self.epochs, |e| *e) {
+                    for &seed in &distinct(&self.seeds, |s| *s) {
                         cells.push(Cell {
                             loss,
                             width,
@@ -79,6 +86,17 @@ impl Grid {
         }
         Ok(cells)
     }
+}
+
+/// `values` without repeats (as compared by `key`), in the order they first appear.
+fn distinct<T: Copy, K: PartialEq>(values: &[T], key: impl Fn(&T) -> K) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for v in values {
+        if !out.iter().any(|o| key(o) == key(v)) {
+            out.push(*v);
+        }
+    }
+    out
 }
 
 /// Where a cell stands.
@@ -124,6 +142,60 @@ impl SweepDir {
         self.bookkeeping().join(format!("{}.log", cell.name()))
     }
 
+    /// `OUT/.sweep/CELL.lock`.
+    pub fn lock_path(&self, cell: &Cell) -> PathBuf {
+        self.bookkeeping().join(format!("{}.lock", cell.name()))
+    }
+
+    /// Takes the lock of `cell` for this process (the bookkeeping folder must exist), or says
+    /// who holds it. A stale lock (its process gone, on this host) is taken over.
+    pub fn lock(&self, cell: &Cell) -> Result<Lock> {
+        let path = self.lock_path(cell);
+        let me = LockOwner::this_process();
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    use std::io::Write;
+                    file.write_all(format!("{} {}\n", me.host, me.pid).as_bytes())
+                        .and_then(|()| file.sync_all())
+                        .map_err(|e| Error::io(&path, e))?;
+                    return Ok(Lock::Acquired(CellLock { path }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let text = match std::fs::read_to_string(&path) {
+                        Ok(text) => text,
+                        // Released between our attempt and the read: try again.
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(Error::io(&path, e)),
+                    };
+                    match LockOwner::parse(&text) {
+                        Some(owner) if owner.is_gone() => {
+                            // Stale: its process is gone. Whoever removes it first retries.
+                            let _ = std::fs::remove_file(&path);
+                        }
+                        // A lock being written (empty for a moment) or from another host.
+                        Some(owner) => return Ok(Lock::Held(owner)),
+                        None => {
+                            return Ok(Lock::Held(LockOwner {
+                                host: text.trim().to_string(),
+                                pid: 0,
+                            }))
+                        }
+                    }
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(Error::invalid(
+            &path,
+            "the lock file keeps reappearing; is another sweep starting this cell?",
+        ))
+    }
+
     /// Where `cell` stands, from its files.
     pub fn state(&self, cell: &Cell) -> CellState {
         let run = self.run_dir(cell);
@@ -150,6 +222,86 @@ impl SweepDir {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(marker, e)),
             _ => Ok(()),
         }
+    }
+}
+
+/// The outcome of [`SweepDir::lock`].
+#[derive(Debug)]
+pub enum Lock {
+    /// This process holds the lock until the guard is dropped.
+    Acquired(CellLock),
+    /// Another live process (or one on another host) holds it.
+    Held(LockOwner),
+}
+
+/// A held cell lock; dropping it removes the lock file.
+#[derive(Debug)]
+pub struct CellLock {
+    path: PathBuf,
+}
+
+impl Drop for CellLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Who holds a lock: host name and process id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockOwner {
+    pub host: String,
+    pub pid: u32,
+}
+
+impl std::fmt::Display for LockOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "process {} on {}", self.pid, self.host)
+    }
+}
+
+impl LockOwner {
+    fn this_process() -> Self {
+        LockOwner {
+            host: host_name(),
+            pid: std::process::id(),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let (host, pid) = text.trim().rsplit_once(' ')?;
+        Some(LockOwner {
+            host: host.to_string(),
+            pid: pid.parse().ok()?,
+        })
+    }
+
+    /// True only when the owner is on this host and its process no longer exists.
+    fn is_gone(&self) -> bool {
+        self.host == host_name() && !process_exists(self.pid)
+    }
+}
+
+/// This machine's name (the kernel's, as `hostname` prints it).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// Whether process `pid` exists on this host (a zombie counts as gone).
+fn process_exists(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name: Z is a zombie, X dead.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next()),
+            Some(Some('Z' | 'X'))
+        ),
+        // Without /proc we cannot tell: assume it lives (the lock is then never stolen).
+        Err(_) => !std::path::Path::new("/proc/self").exists(),
     }
 }
 
@@ -228,6 +380,74 @@ mod tests {
         sweep.mark_failed(&cell, "boom").unwrap();
         std::fs::write(run.summary(), "{}").unwrap();
         assert_eq!(sweep.state(&cell), CellState::Finished);
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+
+    #[test]
+    fn repeated_values_count_once() {
+        let cells = grid(
+            &[LossKind::Ce, LossKind::Ce, LossKind::Ls],
+            &[1.0, 0.5, 1.0],
+            &[3, 3],
+            &[2, 1, 2],
+        )
+        .cells()
+        .unwrap();
+        let names: Vec<String> = cells.iter().map(Cell::name).collect();
+        assert_eq!(
+            names,
+            [
+                "ce_w1_e3_s2",
+                "ce_w1_e3_s1",
+                "ce_w0.5_e3_s2",
+                "ce_w0.5_e3_s1",
+                "ls_w1_e3_s2",
+                "ls_w1_e3_s1",
+                "ls_w0.5_e3_s2",
+                "ls_w0.5_e3_s1"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_cell_lock_is_exclusive_released_on_drop_and_stale_when_its_process_is_gone() {
+        let out = std::env::temp_dir().join(format!("nclab-sweep-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out);
+        let sweep = SweepDir::new(&out);
+        std::fs::create_dir_all(sweep.bookkeeping()).unwrap();
+        let cell = Cell {
+            loss: LossKind::Fl,
+            width: 1.0,
+            epochs: 2,
+            seed: 1,
+        };
+        let Lock::Acquired(guard) = sweep.lock(&cell).unwrap() else {
+            panic!("a free cell locks")
+        };
+        let text = std::fs::read_to_string(sweep.lock_path(&cell)).unwrap();
+        assert_eq!(text, format!("{} {}\n", host_name(), std::process::id()));
+        match sweep.lock(&cell).unwrap() {
+            Lock::Held(owner) => assert_eq!(owner, LockOwner::this_process()),
+            Lock::Acquired(_) => panic!("a held lock must not be taken twice"),
+        }
+        drop(guard);
+        assert!(!sweep.lock_path(&cell).exists());
+
+        // The lock of a process that has exited (on this host) is taken over.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        assert!(!process_exists(dead));
+        std::fs::write(sweep.lock_path(&cell), format!("{} {dead}\n", host_name())).unwrap();
+        assert!(matches!(sweep.lock(&cell).unwrap(), Lock::Acquired(_)));
+
+        // One from another host is never taken over.
+        std::fs::write(sweep.lock_path(&cell), "elsewhere.cluster 1\n").unwrap();
+        match sweep.lock(&cell).unwrap() {
+            Lock::Held(owner) => assert_eq!(owner.host, "elsewhere.cluster"),
+            Lock::Acquired(_) => panic!("another host's lock was taken"),
+        }
+        assert!(process_exists(std::process::id()));
         std::fs::remove_dir_all(&out).unwrap();
     }
 }

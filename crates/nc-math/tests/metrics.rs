@@ -855,3 +855,67 @@ fn classifier_parts_outside_the_means_span_are_not_ignored() {
     assert_eq!(via_f32.accuracy, Some(1.0));
     assert_metrics_close(&via_f64, &brute_force(&data, Some(&clf), None).0, 1e-9);
 }
+
+#[test]
+fn split_columns_name_the_json_fields_they_hold() {
+    // Every field a distinct value, so a swapped or misnamed column shows.
+    let m = NcMetrics {
+        nc1: 0.11,
+        nc2: Some(0.12),
+        nc3: Some(0.13),
+        nc4: Some(0.14),
+        bias_relation: Some(0.15),
+        accuracy: Some(0.16),
+        ncc_accuracy: 0.17,
+        equinorm_w: Some(0.18),
+        equinorm_h: 0.19,
+        equiangle_w: None,
+        equiangle_h: 0.21,
+        nc2_means: 0.22,
+        cdnv: 0.23,
+        num_samples: 24,
+        num_classes: 25,
+        dim: 26,
+        sigma_b_rank: 27,
+    };
+    let json = serde_json::to_value(&m).unwrap();
+    let values = m.split_column_values();
+    for (name, value) in NcMetrics::SPLIT_COLUMNS.iter().zip(values) {
+        assert_eq!(json[name].as_f64(), value, "{name}");
+        assert_eq!(m.split_column(name), value, "{name}");
+    }
+    assert_eq!(
+        m.split_column("accuracy"),
+        None,
+        "accuracy is the run's own column"
+    );
+    assert_eq!(m.split_column("nc5"), None);
+}
+
+#[test]
+fn classifier_predictions_are_the_first_largest_logit() {
+    let w = vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0, -1.0, 0.0];
+    let clf = Classifier::new(4, 2, w.clone(), Some(vec![0.0, 0.0, -1.0, 0.5])).unwrap();
+    let brute = |h: &[f64]| {
+        let z: Vec<f64> = (0..4)
+            .map(|k| w[2 * k] * h[0] + w[2 * k + 1] * h[1] + clf.bias()[k])
+            .collect();
+        let top = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        z.iter().position(|&v| v == top).unwrap()
+    };
+    for h in [
+        [2.0, 0.5],
+        [0.5, 2.0],
+        [3.0, 3.0],
+        [-2.0, 0.0],
+        [0.0, 0.0],
+        [1.0, 1.0],
+        [-0.5, -0.5],
+    ] {
+        assert_eq!(clf.predict(&h), brute(&h), "{h:?}");
+    }
+    // Ties go to the lowest class: h = (1, 1) gives logits (1, 1, 1, -0.5).
+    assert_eq!(clf.predict(&[1.0, 1.0]), 0);
+    // h = (0, 0) gives (0, 0, -1, 0.5): class 3.
+    assert_eq!(clf.predict(&[0.0, 0.0]), 3);
+}

@@ -1,7 +1,8 @@
 //! The last layer whose decisions and geometry the metrics measure.
 
+use super::decisions::argmin;
 use super::element::check_finite;
-use crate::linalg::add_into;
+use crate::linalg::{add_into, dot_in_order};
 use crate::{Error, Result};
 
 /// The last layer: logits z = W h + b with W (K x d, row-major) and b (K).
@@ -61,6 +62,12 @@ impl Classifier {
 
     pub fn bias(&self) -> &[f64] {
         &self.bias
+    }
+
+    /// The decision argmax_k (w_k . h + b_k) for one sample, each logit summed in order
+    /// (ties and NaN logits as everywhere in the metrics: the lowest index wins, NaN never).
+    pub fn predict(&self, h: &[f64]) -> usize {
+        argmin((0..self.num_classes).map(|k| (k, -(dot_in_order(self.row(k), h) + self.bias[k]))))
     }
 
     /// w_k, the row of class k.

@@ -106,6 +106,54 @@ pub struct NcMetrics {
     pub sigma_b_rank: usize,
 }
 
+impl NcMetrics {
+    /// The metrics a training run records per split (`metrics.csv` has `train_<name>` and
+    /// `test_<name>` for each), in column order. `accuracy` is the run's `<split>_acc`
+    /// column; K and d are in its config.
+    pub const SPLIT_COLUMNS: [&'static str; 14] = [
+        "nc1",
+        "nc2",
+        "nc3",
+        "nc4",
+        "bias_relation",
+        "ncc_accuracy",
+        "equinorm_w",
+        "equinorm_h",
+        "equiangle_w",
+        "equiangle_h",
+        "nc2_means",
+        "cdnv",
+        "sigma_b_rank",
+        "num_samples",
+    ];
+
+    /// The values of [`Self::SPLIT_COLUMNS`], in the same order (each named as in JSON).
+    pub fn split_column_values(&self) -> [Option<f64>; 14] {
+        [
+            Some(self.nc1),
+            self.nc2,
+            self.nc3,
+            self.nc4,
+            self.bias_relation,
+            Some(self.ncc_accuracy),
+            self.equinorm_w,
+            Some(self.equinorm_h),
+            self.equiangle_w,
+            Some(self.equiangle_h),
+            Some(self.nc2_means),
+            Some(self.cdnv),
+            Some(self.sigma_b_rank as f64),
+            Some(self.num_samples as f64),
+        ]
+    }
+
+    /// The value of split column `name`, if it is one.
+    pub fn split_column(&self, name: &str) -> Option<f64> {
+        let at = Self::SPLIT_COLUMNS.iter().position(|c| *c == name)?;
+        self.split_column_values()[at]
+    }
+}
+
 /// Both phases over features held in memory: `features` is N x d row-major.
 /// `reference_means` are the class means of the NCC rule (training means for a test split).
 pub fn compute_metrics<T: Feature>(
