@@ -54,9 +54,54 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", describe(&err));
             // 2 = bad input or a failed run, the same status clap uses for bad arguments.
             ExitCode::from(2)
         }
+    }
+}
+
+/// The error and its causes on one line, each cause once: the libraries' messages already
+/// carry the message of their source (so that a front end printing one error says it all),
+/// while contexts added here do not.
+fn describe(err: &anyhow::Error) -> String {
+    let mut message = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+    use anyhow::Context;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::Other,
+            "too many levels of symbolic links",
+        );
+        // A library error that quotes its source and also chains it.
+        let data = nc_data::DataError::Io {
+            path: "loop.npz".into(),
+            action: "opening",
+            source: io,
+        };
+        let err = anyhow::Error::from(data);
+        assert_eq!(
+            describe(&err),
+            "loop.npz: opening failed: too many levels of symbolic links"
+        );
+        // A context added at the edge keeps its cause.
+        let err = Err::<(), _>(std::io::Error::new(std::io::ErrorKind::Other, "disk full"))
+            .context("cannot write out.csv")
+            .unwrap_err();
+        assert_eq!(describe(&err), "cannot write out.csv: disk full");
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::args::{loss_kind_parser, user_error};
 use anyhow::{bail, Context, Result};
-use nc_experiments::sweep::{Cell, CellState, Grid, SweepDir};
+use nc_experiments::sweep::{Cell, CellState, Grid, Lock, SweepDir};
 use nc_math::loss::LossKind;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -165,7 +165,7 @@ pub fn execute(job: &Job) -> Result<()> {
                     cell.name()
                 )
             }
-            state => todo.push((cell, state)),
+            _ => todo.push(cell),
         }
     }
     let exe = std::env::current_exe().context("cannot find the nclab executable")?;
@@ -178,9 +178,36 @@ pub fn execute(job: &Job) -> Result<()> {
         for _ in 0..job.jobs.clamp(1, total.max(1)) {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(&(cell, state)) = todo.get(i) else {
+                let Some(&cell) = todo.get(i) else {
                     break;
                 };
+                // Another process (a second sweep over the same grid, a batch job) may train
+                // the cell: hold its lock, then look at its state again.
+                let _lock = match sweep.lock(cell) {
+                    Ok(Lock::Acquired(lock)) => lock,
+                    Ok(Lock::Held(owner)) => {
+                        eprintln!(
+                            "[{}/{total}] {}: being trained by {owner}, skipped",
+                            i + 1,
+                            cell.name()
+                        );
+                        continue;
+                    }
+                    Err(e) => {
+                        eprintln!("[{}/{total}] {}: FAILED: {e}", i + 1, cell.name());
+                        failures.lock().unwrap().push(cell.name());
+                        continue;
+                    }
+                };
+                let state = sweep.state(cell);
+                if state == CellState::Finished {
+                    eprintln!(
+                        "[{}/{total}] {}: finished meanwhile, skipped",
+                        i + 1,
+                        cell.name()
+                    );
+                    continue;
+                }
                 eprintln!(
                     "[{}/{total}] {}: {}",
                     i + 1,
@@ -214,18 +241,34 @@ pub fn execute(job: &Job) -> Result<()> {
     Ok(())
 }
 
+/// The `nclab train` arguments that train or resume `cell` from `state`; `quiet` adds
+/// `--quiet` unless the shared options already hold it.
+fn child_args(job: &Job, cell: &Cell, state: CellState, quiet: bool) -> Vec<String> {
+    let run = job.sweep.run_dir(cell);
+    let mut args = if state == CellState::Interrupted
+        || (state == CellState::Failed && run.config().is_file())
+    {
+        vec![
+            "train".to_string(),
+            "--resume".to_string(),
+            run.root.display().to_string(),
+        ]
+    } else {
+        train_args(cell, &job.train_args, &job.sweep)
+    };
+    let has_quiet = job.train_args.iter().any(|a| a == "--quiet" || a == "-q");
+    if quiet && !has_quiet {
+        args.push("--quiet".into());
+    }
+    args
+}
+
 /// Trains (or resumes) one cell in a child process; its output goes to `OUT/.sweep/CELL.log`.
+/// The child dies with this process: killing the sweep leaves no trainer writing on.
 fn run_cell(exe: &Path, job: &Job, cell: &Cell, state: CellState, quiet: bool) -> Result<()> {
     let mut command = Command::new(exe);
-    let run = job.sweep.run_dir(cell);
-    if state == CellState::Interrupted || (state == CellState::Failed && run.config().is_file()) {
-        command.args(["train", "--resume"]).arg(&run.root);
-    } else {
-        command.args(train_args(cell, &job.train_args, &job.sweep));
-    }
-    if quiet {
-        command.arg("--quiet");
-    }
+    command.args(child_args(job, cell, state, quiet));
+    die_with_parent(&mut command);
     let log_path = job.sweep.log(cell);
     let status = if quiet {
         let log = std::fs::File::create(&log_path)
@@ -247,6 +290,31 @@ fn run_cell(exe: &Path, job: &Job, cell: &Cell, state: CellState, quiet: bool) -
     }
     Ok(())
 }
+
+/// Asks the kernel to end `command`'s process when the thread that started it (and so this
+/// sweep) dies, even by SIGKILL (Linux's parent-death signal).
+#[cfg(target_os = "linux")]
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec and calls only the
+    // async-signal-safe prctl and getppid.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The sweep may have died before the signal was armed.
+            if libc::getppid() as u32 != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_command: &mut Command) {}
 
 #[cfg(test)]
 mod tests {
@@ -295,6 +363,23 @@ mod tests {
                 "mse_w1_e100_s1"
             ]
         );
+    }
+
+    #[test]
+    fn quiet_is_passed_once() {
+        let job = parse("--losses ce --out o -- --quiet").unwrap();
+        let cell = &job.cells[0];
+        let args = child_args(&job, cell, CellState::New, true);
+        assert_eq!(
+            args.iter().filter(|a| *a == "--quiet").count(),
+            1,
+            "{args:?}"
+        );
+        let job = parse("--losses ce --out o").unwrap();
+        let args = child_args(&job, &job.cells[0], CellState::New, true);
+        assert_eq!(args.last().map(String::as_str), Some("--quiet"));
+        let args = child_args(&job, &job.cells[0], CellState::New, false);
+        assert!(!args.contains(&"--quiet".to_string()));
     }
 
     #[test]
