@@ -9,7 +9,6 @@
 //! every record is a coarse label byte (0-19), a fine label byte (0-99) and the same 3,072
 //! pixel bytes. The fine label (100 classes) is used.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
@@ -119,8 +118,7 @@ fn load_files(dir: &Path, names: &[&str], layout: Layout) -> Result<ImageSet> {
     let mut set = empty_set(layout);
     for name in names {
         let path = dir.join(name);
-        let bytes = fs::read(&path)
-            .map_err(|e| DataError::open(&path, &format!("the {} file {name}", layout.name), e))?;
+        let bytes = crate::io::read_regular(&path, &format!("the {} file {name}", layout.name))?;
         parse_records(&path, &bytes, layout, &mut set)?;
     }
     Ok(set)

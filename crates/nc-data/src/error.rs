@@ -15,6 +15,15 @@ pub enum DataError {
         source: std::io::Error,
     },
 
+    /// An input path exists but is not a regular file (a FIFO, device, socket or directory),
+    /// refused before opening it could block.
+    #[error("{}: is {kind}, not a regular file (expected {expected})", path.display())]
+    NotRegularFile {
+        path: PathBuf,
+        kind: &'static str,
+        expected: String,
+    },
+
     /// A file or directory that should exist does not.
     #[error("{}: not found (expected {expected})", path.display())]
     NotFound { path: PathBuf, expected: String },

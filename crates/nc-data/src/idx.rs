@@ -5,7 +5,6 @@
 //! MNIST images are `0x00000803` (N x rows x cols bytes), labels `0x00000801` (N bytes).
 //! Gzip compression is recognised by its magic bytes `1f 8b`, whatever the file name.
 
-use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -160,7 +159,7 @@ pub fn parse_idx_labels(path: &Path, bytes: Vec<u8>, num_classes: usize) -> Resu
 }
 
 fn read_file(path: &Path, expected: &str) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| DataError::open(path, expected, e))
+    crate::io::read_regular(path, expected)
 }
 
 /// Reads an IDX image file (raw or gzipped). Returns (pixels, N, rows, cols).

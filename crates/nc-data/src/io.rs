@@ -1,5 +1,7 @@
-//! Atomic file output: every file nclab writes goes through [`write_atomic`], so a reader
-//! never sees a half-written file and an interrupted run leaves the previous version intact.
+//! Opening inputs and writing outputs. Every input file is opened through [`open_regular`]
+//! (or [`read_regular`]), which refuses FIFOs, devices and sockets before `open` could block
+//! on them. Every file nclab writes goes through [`write_atomic`], so a reader never sees a
+//! half-written file and an interrupted run leaves the previous version intact.
 //!
 //! Procedure: write `<dir>/.<name>.<pid>.tmp` in the destination's own directory (so the
 //! rename stays on one file system), flush, `fsync` the file, rename it over `path`, then
@@ -11,6 +13,56 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{DataError, Result};
+
+/// Opens the input `path` for reading; `expected` says what it should be (for messages).
+/// Anything but a regular file (after following symlinks) is refused unopened.
+pub fn open_regular(path: &Path, expected: &str) -> Result<File> {
+    check_regular(path, expected)?;
+    File::open(path).map_err(|e| DataError::open(path, expected, e))
+}
+
+/// Reads the whole input `path` (checked as by [`open_regular`]).
+pub fn read_regular(path: &Path, expected: &str) -> Result<Vec<u8>> {
+    check_regular(path, expected)?;
+    fs::read(path).map_err(|e| DataError::open(path, expected, e))
+}
+
+fn check_regular(path: &Path, expected: &str) -> Result<()> {
+    let metadata = fs::metadata(path).map_err(|e| DataError::open(path, expected, e))?;
+    let file_type = metadata.file_type();
+    if file_type.is_file() {
+        return Ok(());
+    }
+    let kind = if file_type.is_dir() {
+        "a directory"
+    } else {
+        special_file_kind(&file_type)
+    };
+    Err(DataError::NotRegularFile {
+        path: path.to_path_buf(),
+        kind,
+        expected: expected.to_string(),
+    })
+}
+
+#[cfg(unix)]
+fn special_file_kind(file_type: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else {
+        "not a regular file"
+    }
+}
+
+#[cfg(not(unix))]
+fn special_file_kind(_file_type: &fs::FileType) -> &'static str {
+    "not a regular file"
+}
 
 /// Writes `path` atomically; `write` receives a buffered writer on the temporary file
 /// (it is also `Seek`, which zip writers need). Parent directories must already exist.

@@ -13,7 +13,6 @@
 //! Files are written in version 1.0 (2.0 when the header exceeds 65,535 bytes), C order,
 //! with the header padded so the data start at a multiple of 64 bytes, as NumPy does.
 
-use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::Arc;
@@ -125,14 +124,14 @@ pub(crate) fn map_float_array(
 /// The float array of the `.npy` file `path` in place (see [`map_float_array`]); `None` also
 /// where the file cannot be opened or mapped, for [`read_npy`] to read or report.
 pub(crate) fn map_npy_floats(path: &Path) -> Option<(Vec<usize>, MappedFloats)> {
-    let map = map_file(&File::open(path).ok()?)?;
+    let map = map_file(&crate::io::open_regular(path, "a .npy file").ok()?)?;
     let len = map.len();
     map_float_array(map, 0, len)
 }
 
 /// Reads a whole `.npy` file.
 pub fn read_npy(path: &Path) -> Result<NpyArray> {
-    let file = File::open(path).map_err(|e| DataError::open(path, "a .npy file", e))?;
+    let file = crate::io::open_regular(path, "a .npy file")?;
     let size = file
         .metadata()
         .map_err(|e| DataError::io(path, "reading the size of", e))?
@@ -143,7 +142,7 @@ pub fn read_npy(path: &Path) -> Result<NpyArray> {
 
 /// Reads the header of a `.npy` file without its data.
 pub fn read_npy_header(path: &Path) -> Result<NpyHeader> {
-    let file = File::open(path).map_err(|e| DataError::open(path, "a .npy file", e))?;
+    let file = crate::io::open_regular(path, "a .npy file")?;
     read_header(&mut BufReader::new(file)).map_err(|p| p.into_error(path, ".npy", None))
 }
 

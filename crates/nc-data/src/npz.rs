@@ -60,7 +60,7 @@ fn zip_error(path: &Path, context: &str, error: ZipError) -> DataError {
 impl NpzReader {
     /// Opens the archive and reads its directory (not the data).
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| DataError::open(path, "a .npz file", e))?;
+        let file = crate::io::open_regular(path, "a .npz file")?;
         let archive = ZipArchive::new(BufReader::with_capacity(1 << 16, file)).map_err(|e| {
             zip_error(
                 path,
@@ -145,7 +145,11 @@ impl NpzReader {
         let (Ok(start), Ok(size)) = (usize::try_from(start), usize::try_from(size)) else {
             return Ok(None);
         };
-        let Some(map) = File::open(path).ok().as_ref().and_then(map_file) else {
+        let Some(map) = crate::io::open_regular(path, "a .npz file")
+            .ok()
+            .as_ref()
+            .and_then(map_file)
+        else {
             return Ok(None);
         };
         let Some(mapped) = npy::map_float_array(map.clone(), start, size) else {

@@ -66,7 +66,7 @@ impl SafetensorsReader {
     /// Opens the file and parses and validates its header (not the data).
     pub fn open(path: &Path) -> Result<Self> {
         let invalid = |reason: String| DataError::format(path, FORMAT, reason);
-        let file = File::open(path).map_err(|e| DataError::open(path, "a .safetensors file", e))?;
+        let file = crate::io::open_regular(path, "a .safetensors file")?;
         let file_len = file
             .metadata()
             .map_err(|e| DataError::io(path, "reading the size of", e))?

@@ -528,3 +528,58 @@ fn broken_safetensors_files() {
     let msg = safetensors_error(&dir, "cut.safetensors", &bytes[..bytes.len() - 10]);
     assert!(msg.contains("data buffer (file truncated?)"), "{msg}");
 }
+
+/// Runs `load_feature_file` on `path` in a thread; a read that blocks fails the test after
+/// ten seconds instead of hanging it.
+fn load_within_seconds(path: &Path) -> Result<nc_data::FeatureSet, DataError> {
+    let (send, receive) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = send.send(load_feature_file(&owned, &FeatureKeys::default()));
+    });
+    receive
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or_else(|_| panic!("reading {} blocked", path.display()))
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_are_refused_unopened() {
+    let dir = scratch("fifo");
+    let mkfifo = |path: &Path| {
+        let status = std::process::Command::new("mkfifo")
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    for name in ["pipe.npz", "pipe.safetensors"] {
+        let path = dir.join(name);
+        mkfifo(&path);
+        let err = load_within_seconds(&path).unwrap_err();
+        assert!(
+            matches!(err, DataError::NotRegularFile { .. }),
+            "{name}: {err:?}"
+        );
+        assert!(err.to_string().contains("FIFO"), "{err}");
+    }
+    // A lone .npy is no feature set whatever it is; what matters is that nothing blocks.
+    mkfifo(&dir.join("pipe.npy"));
+    assert!(load_within_seconds(&dir.join("pipe.npy")).is_err());
+    // The single-array readers refuse it too.
+    let err = nc_data::npy::read_npy(&dir.join("pipe.npy")).unwrap_err();
+    assert!(matches!(err, DataError::NotRegularFile { .. }), "{err:?}");
+    // A directory of .npy files whose member is a FIFO.
+    let members = dir.join("members");
+    std::fs::create_dir_all(&members).unwrap();
+    mkfifo(&members.join("features.npy"));
+    nc_data::npy::write_npy(
+        &members.join("labels.npy"),
+        &array(&[2], ArrayData::I64(vec![0, 1])).view(),
+    )
+    .unwrap();
+    let err = load_within_seconds(&members).unwrap_err();
+    assert!(matches!(err, DataError::NotRegularFile { .. }), "{err:?}");
+    assert!(err.to_string().contains("features.npy"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

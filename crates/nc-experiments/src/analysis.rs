@@ -63,15 +63,31 @@ impl AnalysisRequest {
     }
 }
 
-/// K: the rows of `weight` when the file has one, else the largest label + 1.
+/// K: the rows of `weight` when the file has one, else the largest label + 1. Refused when
+/// K exceeds the number of samples (every class needs one), before anything K-sized exists:
+/// a stray huge label must not ask for gigabytes of class sums.
 pub fn num_classes(set: &FeatureSet) -> Result<usize> {
-    match set.num_classes_weight {
-        Some(k) => Ok(k),
+    let k = match set.num_classes_weight {
+        Some(k) => k,
         None => match set.labels.iter().max() {
-            Some(&max) => Ok(max as usize + 1),
-            None => Err(Error::invalid(&set.path, "the file holds no samples")),
+            Some(&max) => max as usize + 1,
+            None => return Err(Error::invalid(&set.path, "the file holds no samples")),
         },
+    };
+    if k > set.num_samples {
+        let source = match set.num_classes_weight {
+            Some(_) => "the classifier has".to_string(),
+            None => format!("the largest label, {}, asks for", k - 1),
+        };
+        return Err(Error::invalid(
+            &set.path,
+            format!(
+                "{source} {k} classes, but the file holds only {} samples (every class needs at least one)",
+                set.num_samples
+            ),
+        ));
     }
+    Ok(k)
 }
 
 fn in_file(path: &Path) -> impl FnOnce(nc_math::Error) -> Error + '_ {
@@ -148,4 +164,52 @@ pub fn analyze(set: &FeatureSet, reference: Option<&ClassMeans>) -> Result<NcMet
         reference
     ))
     .map_err(in_file(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nc_data::features::{save_feature_npz, FeatureExport, FloatSlice};
+
+    fn write(path: &Path, labels: &[u32], weight: Option<(&[f64], usize)>) {
+        let features: Vec<f32> = (0..labels.len() * 2).map(|i| i as f32).collect();
+        let export = FeatureExport {
+            features: FloatSlice::F32(&features),
+            num_samples: labels.len(),
+            dim: 2,
+            labels,
+            weight,
+            bias: None,
+            indices: None,
+        };
+        save_feature_npz(path, &export).unwrap();
+    }
+
+    #[test]
+    fn more_classes_than_samples_are_refused_before_any_class_is_allocated() {
+        let dir = std::env::temp_dir().join(format!("nc-exp-analysis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("huge_label.npz");
+        // Two samples, one label 2^31 - 1: K x d class sums would be 32 GiB.
+        write(&path, &[0, (1 << 31) - 1], None);
+        let request = AnalysisRequest {
+            file: path.clone(),
+            keys: FeatureKeys::default(),
+            weight_required: false,
+            bias_required: false,
+            means_from: None,
+        };
+        let err = request.run().unwrap_err().to_string();
+        assert!(
+            err.contains("2147483647")
+                && err.contains("2147483648 classes")
+                && err.contains("only 2 samples"),
+            "{err}"
+        );
+        let weight = vec![0.5; 3 * 2];
+        write(&path, &[0, 1], Some((&weight, 3)));
+        let err = request.run().unwrap_err().to_string();
+        assert!(err.contains("the classifier has 3 classes"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
