@@ -24,6 +24,16 @@ pub enum DataError {
         expected: String,
     },
 
+    /// An array (or other allocation) sized by the input would exceed the memory ceiling
+    /// ([`crate::limits`]).
+    #[error("{}: {what} would take {} ({bytes} bytes), above the memory limit of {} (raise it with --max-memory or NCLAB_MAX_MEMORY)", path.display(), crate::limits::human(*bytes), crate::limits::human(*limit))]
+    TooLarge {
+        path: PathBuf,
+        what: String,
+        bytes: u64,
+        limit: u64,
+    },
+
     /// A file or directory that should exist does not.
     #[error("{}: not found (expected {expected})", path.display())]
     NotFound { path: PathBuf, expected: String },

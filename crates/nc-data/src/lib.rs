@@ -5,7 +5,8 @@
 //! - [`idx`], [`cifar`]: MNIST IDX and CIFAR-10/100 binary image sets ([`ImageSet`]).
 //! - [`synthetic`]: seeded Gaussian-mixture classes.
 //! - [`embedded`]: the 10,000-digit MNIST subset shipped inside the crate.
-//! - [`io`]: atomic file writing, used for every output file.
+//! - [`io`]: opening inputs (regular files only) and atomic file writing for every output.
+//! - [`limits`]: the memory ceiling input-sized allocations are checked against.
 //!
 //! Every fallible function returns [`Result`], whose [`DataError`] names the file and what
 //! was expected; no input makes these functions panic.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod features;
 pub mod idx;
 pub mod io;
+pub mod limits;
 pub mod mapped;
 pub mod npy;
 pub mod npz;

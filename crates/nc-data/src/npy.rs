@@ -67,6 +67,8 @@ pub(crate) enum NpyProblem {
     Invalid(String),
     /// A valid header with a dtype we do not read.
     Dtype(String),
+    /// Data of this many bytes would exceed the memory ceiling ([`crate::limits`]).
+    TooLarge(u64),
     /// An operating-system (or decompression) error.
     Io(io::Error),
 }
@@ -86,6 +88,15 @@ impl NpyProblem {
             NpyProblem::Invalid(reason) => {
                 DataError::format(path, format, format!("{prefix}{reason}"))
             }
+            NpyProblem::TooLarge(bytes) => DataError::TooLarge {
+                path: path.to_path_buf(),
+                what: match member {
+                    Some(m) => format!("member '{m}'"),
+                    None => "the array".to_string(),
+                },
+                bytes,
+                limit: crate::limits::max_memory(),
+            },
             NpyProblem::Dtype(dtype) => DataError::UnsupportedDtype {
                 path: path.to_path_buf(),
                 what: match member {
@@ -180,6 +191,10 @@ pub(crate) fn read_npy_stream(
                 header.dtype.name()
             )));
         }
+    }
+    // A compressed member may inflate to whatever its header declares: check before reading.
+    if data_bytes as u64 > crate::limits::max_memory() {
+        return Err(NpyProblem::TooLarge(data_bytes as u64));
     }
     let data = match read_elements(reader, header.dtype, count) {
         Ok(data) => data,

@@ -17,6 +17,15 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Ceiling on memory sized by inputs, e.g. 8G or 512M (default: half of physical memory,
+    /// or of `ulimit -v`; also NCLAB_MAX_MEMORY). Larger inputs are refused with a message.
+    #[arg(long, global = true, value_name = "SIZE", value_parser = parse_memory)]
+    max_memory: Option<u64>,
+}
+
+fn parse_memory(text: &str) -> Result<u64, String> {
+    nc_data::limits::parse_size(text)
+        .ok_or_else(|| format!("'{text}' is not a size (bytes, or with K, M, G or T)"))
 }
 
 #[derive(Subcommand)]
@@ -41,6 +50,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(bytes) = cli.max_memory {
+        nc_data::limits::set_max_memory(bytes);
+    }
     let result = match cli.command {
         Command::Reproduce(args) => cmd::reproduce::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),

@@ -1,0 +1,99 @@
+//! Inputs that would need more memory than the machine (or the process) allows are refused
+//! with a message and exit status 2, not an abort.
+
+mod common;
+use common::{nclab, scratch_dir};
+
+use std::io::Write;
+use std::path::Path;
+
+/// The header of a version-1 `.npy` file of little-endian float32 (or int64) `shape`.
+fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut dict = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((dict.len() as u16).to_le_bytes());
+    out.extend(dict.as_bytes());
+    out
+}
+
+/// An `np.savez_compressed`-style archive whose `features` member (2 x `dim` float32 zeros)
+/// inflates to `8 dim` bytes from a file of a few hundred kilobytes.
+fn write_bomb(path: &Path, dim: usize) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated)
+        .compression_level(Some(1))
+        .large_file(true);
+    zip.start_file("features.npy", options).unwrap();
+    zip.write_all(&npy_header("<f4", &[2, dim])).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    let mut left = 8 * dim;
+    while left > 0 {
+        let n = left.min(zeros.len());
+        zip.write_all(&zeros[..n]).unwrap();
+        left -= n;
+    }
+    zip.start_file("labels.npy", options).unwrap();
+    zip.write_all(&npy_header("<i8", &[2])).unwrap();
+    zip.write_all(&[0u8; 8]).unwrap();
+    zip.write_all(&1i64.to_le_bytes()).unwrap();
+    zip.finish().unwrap();
+}
+
+#[test]
+fn a_compressed_member_that_inflates_past_the_limit_is_refused() {
+    let dir = scratch_dir("bomb");
+    let bomb = dir.join("bomb.npz");
+    // 64 MiB of features when inflated.
+    write_bomb(&bomb, 1 << 23);
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 1 << 20);
+    let path = bomb.to_str().unwrap();
+    let (code, _, stderr) = nclab(&["analyze", path, "--max-memory", "16M"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("bomb.npz")
+            && stderr.contains("member 'features.npy'")
+            && stderr.contains("64.0 MiB")
+            && stderr.contains("above the memory limit of 16.0 MiB"),
+        "{stderr}"
+    );
+    // Under a limit it fits, the same file is read (and found degenerate: all means equal).
+    let (code, _, stderr) = nclab(&["analyze", path, "--max-memory", "1G"]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(!stderr.contains("memory limit"), "{stderr}");
+    let (code, _, stderr) = nclab(&["analyze", path, "--max-memory", "lots"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("--max-memory"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn under_an_address_space_limit_the_default_ceiling_follows_it() {
+    let dir = scratch_dir("bomb-ulimit");
+    let bomb = dir.join("bomb.npz");
+    // 1 GiB of features when inflated, under a 1 GiB address-space limit.
+    write_bomb(&bomb, 1 << 27);
+    let script = format!(
+        "ulimit -v 1048576 && exec '{}' analyze '{}'",
+        env!("CARGO_BIN_EXE_nclab"),
+        bomb.display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("above the memory limit"), "{stderr}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
