@@ -239,3 +239,42 @@ fn landscape_reports_restarts_curvature_and_writes_the_histogram() {
     assert!(std::fs::metadata(stem.with_extension("svg")).unwrap().len() > 0);
     assert!(std::fs::metadata(stem.with_extension("png")).unwrap().len() > 0);
 }
+
+#[test]
+fn instances_too_large_to_hold_are_refused_before_solving() {
+    for (classes, per_class, dim) in [
+        ("1000", "1000", "1000"),
+        (
+            "9223372036854775807",
+            "9223372036854775807",
+            "9223372036854775807",
+        ),
+    ] {
+        for command in ["ufm", "landscape"] {
+            let args = [
+                command,
+                "--loss",
+                "ce",
+                "--classes",
+                classes,
+                "--per-class",
+                per_class,
+                "--dim",
+                dim,
+                "--lambda-w",
+                "5e-4",
+                "--lambda-h",
+                "5e-4",
+                "--lambda-b",
+                "5e-4",
+            ];
+            let (code, _, stderr) = nclab(&args);
+            assert_eq!(code, 2, "{args:?}: {stderr}");
+            assert!(
+                stderr.contains("above the memory limit"),
+                "{args:?}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
+    }
+}

@@ -97,6 +97,25 @@ impl Ufm {
         })
     }
 
+    /// An estimate, in bytes, of what solving this instance holds at once: the variables
+    /// W, H, b (P = Kd + dN + K numbers), the gradient and a few more P-vectors of the line
+    /// search, `stored_pairs` curvature pairs of L-BFGS (2 P each), and three N x K logit
+    /// matrices (logits, their gradient, a Hessian-vector product). `None` when it does not
+    /// fit in a u64, which no machine could hold anyway.
+    pub fn working_set_bytes(&self, stored_pairs: usize) -> Option<u64> {
+        let (k, n, d) = (self.classes as u64, self.per_class as u64, self.dim as u64);
+        let samples = k.checked_mul(n)?;
+        let variables = k
+            .checked_mul(d)?
+            .checked_add(d.checked_mul(samples)?)?
+            .checked_add(k)?;
+        let vectors = (stored_pairs as u64).checked_mul(2)?.checked_add(6)?;
+        let numbers = vectors
+            .checked_mul(variables)?
+            .checked_add(samples.checked_mul(k)?.checked_mul(3)?)?;
+        numbers.checked_mul(8)
+    }
+
     /// N = nK.
     pub fn samples(&self) -> usize {
         self.classes * self.per_class

@@ -120,6 +120,21 @@ impl ProblemArgs {
             self.lambda_b,
         )
         .context("invalid UFM")?;
+        // Refuse what cannot be held before allocating any of it.
+        let pairs = if self.optimizer == OptimizerName::Lbfgs {
+            self.memory
+        } else {
+            0
+        };
+        let limit = nc_data::limits::max_memory();
+        match ufm.working_set_bytes(pairs) {
+            Some(bytes) if bytes <= limit => {}
+            estimate => bail!(
+                "K = {classes}, n = {per_class}, d = {dim} needs about {} (W, H, b, the solver's vectors and the N x K logits), above the memory limit of {} (raise it with --max-memory)",
+                estimate.map_or("more than 16 EiB".to_string(), nc_data::limits::human),
+                nc_data::limits::human(limit)
+            ),
+        }
         let optimizer = match self.optimizer {
             OptimizerName::Lbfgs => Optimizer::Lbfgs {
                 memory: self.memory,

@@ -148,3 +148,12 @@ fn gradient_and_hvp_do_not_depend_on_the_sample_blocks() {
     assert!(worst < 1e-7, "HVP off by {worst}");
     assert!((value - ufm.value(&x)).abs() < 1e-13);
 }
+
+#[test]
+fn the_working_set_counts_variables_pairs_and_logits() {
+    let ufm = Ufm::new(Loss::CrossEntropy, 10, 5, 8, 1e-3, 1e-3, 1e-3).unwrap();
+    // P = 10*8 + 8*50 + 10 = 490; (2*3 + 6) P + 3 * 50 * 10 numbers of 8 bytes.
+    assert_eq!(ufm.working_set_bytes(3), Some(8 * (12 * 490 + 1500)));
+    let huge = Ufm::new(Loss::CrossEntropy, 1 << 40, 1 << 20, 1 << 10, 0.0, 0.0, 0.0).unwrap();
+    assert_eq!(huge.working_set_bytes(10), None);
+}
