@@ -422,12 +422,13 @@ fn load_from(path: &Path, source: &mut dyn ArraySource, keys: &FeatureKeys) -> R
     let bias = match (bias, num_classes_weight) {
         (None, _) => None,
         (Some(_), None) => {
+            // Name the missing weight first: a typo in its key is the likely cause.
             return Err(DataError::array(
                 path,
-                &keys.bias,
+                &keys.weight,
                 format!(
-                    "is given without a classifier weight '{}'; a bias needs its weight",
-                    keys.weight
+                    "(the classifier weight) is missing, but the file has a bias '{}', which needs its weight",
+                    keys.bias
                 ),
             ))
         }

@@ -149,7 +149,7 @@ fn invalid_feature_arrays_are_reported_with_file_and_key() {
             with("bias", Some(array(&[3, 1], ArrayData::F64(vec![0.0; 3])))),
             "array 'bias' has shape (3, 1), expected 1-D with 3 entries",
         ),
-        ("bias-without-weight", with("weight", None), "array 'bias' is given without a classifier weight 'weight'"),
+        ("bias-without-weight", with("weight", None), "array 'weight' (the classifier weight) is missing, but the file has a bias 'bias'"),
         (
             "indices-length",
             with("indices", Some(array(&[4], ArrayData::I64(vec![0; 4])))),
