@@ -375,6 +375,16 @@ fn load_from(path: &Path, source: &mut dyn ArraySource, keys: &FeatureKeys) -> R
         }
     };
     let (num_samples, dim) = match shape[..] {
+        [_, 0] => {
+            return Err(DataError::array(
+                path,
+                &keys.features,
+                format!(
+                    "has shape {}: no feature columns (d = 0); expected N samples x d features with d >= 1",
+                    shape_string(&shape)
+                ),
+            ))
+        }
         [n, d] => (n, d),
         _ => {
             return Err(DataError::array(
@@ -430,7 +440,7 @@ fn load_from(path: &Path, source: &mut dyn ArraySource, keys: &FeatureKeys) -> R
                     "(the classifier weight) is missing, but the file has a bias '{}', which needs its weight",
                     keys.bias
                 ),
-            ))
+            ));
         }
         (Some(b), Some(k)) => {
             if b.shape[..] != [k] {

@@ -68,6 +68,14 @@ impl NpzReader {
                 e,
             )
         })?;
+        // Which of two members of one name a reader gets is undefined: refuse the archive.
+        if archive.has_duplicate_names() {
+            return Err(DataError::format(
+                path,
+                ".npz",
+                "two members have the same name (which one holds the array is undefined)",
+            ));
+        }
         let mut names = Vec::with_capacity(archive.len());
         for name in archive.file_names() {
             let name = name.map_err(|e| zip_error(path, "cannot read a member name", e))?;

@@ -87,14 +87,18 @@ impl SafetensorsReader {
                 file_len - 8
             )));
         }
-        let mut header = vec![0u8; header_len as usize];
-        file.read_exact(&mut header)
+        let mut header_bytes = vec![0u8; header_len as usize];
+        file.read_exact(&mut header_bytes)
             .map_err(|e| DataError::io(path, "reading", e))?;
-        let header: Value = serde_json::from_slice(&header)
+        let header: Value = serde_json::from_slice(&header_bytes)
             .map_err(|e| invalid(format!("the header is not valid JSON: {e}")))?;
-        let Value::Object(entries) = header else {
+        if !header.is_object() {
             return Err(invalid("the header is not a JSON object".to_string()));
-        };
+        }
+        // A JSON object read into a map keeps the last of two equal keys silently; read the
+        // entries in order again instead, refusing a key given twice (which tensor is meant?).
+        let HeaderEntries(entries) = serde_json::from_slice(&header_bytes)
+            .map_err(|e| invalid(format!("the header {e}")))?;
         let data_start = 8 + header_len;
         let data_len = file_len - data_start;
         let mut tensors = BTreeMap::new();
@@ -205,6 +209,40 @@ impl SafetensorsReader {
             .into_iter()
             .map(|name| self.read(&name).map(|a| (name, a)))
             .collect()
+    }
+}
+
+/// The header's entries in file order, with a key given twice refused.
+struct HeaderEntries(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for HeaderEntries {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = HeaderEntries;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> std::result::Result<HeaderEntries, A::Error> {
+                let mut seen = std::collections::HashSet::new();
+                let mut entries = Vec::new();
+                while let Some((key, value)) = map.next_entry::<String, Value>()? {
+                    if !seen.insert(key.clone()) {
+                        return Err(serde::de::Error::custom(format!(
+                            "has the key '{key}' twice (which entry is meant is undefined)"
+                        )));
+                    }
+                    entries.push((key, value));
+                }
+                Ok(HeaderEntries(entries))
+            }
+        }
+        deserializer.deserialize_map(Entries)
     }
 }
 

@@ -125,6 +125,11 @@ fn invalid_feature_arrays_are_reported_with_file_and_key() {
             "array 'labels' has value 8589934592 at index 2, larger than",
         ),
         (
+            "features-no-columns",
+            with("features", Some(array(&[6, 0], ArrayData::F32(vec![])))),
+            "array 'features' has shape (6, 0): no feature columns (d = 0)",
+        ),
+        (
             "weight-columns",
             with("weight", Some(array(&[3, 5], ArrayData::F64(vec![0.0; 15])))),
             "array 'weight' has shape (3, 5), expected 2-D (K classes x d) with d = 4 columns to match 'features'",
@@ -469,6 +474,13 @@ fn broken_safetensors_files() {
     assert!(msg.contains("the header is not valid JSON"), "{msg}");
     let msg = safetensors_error(&dir, "array.safetensors", &safetensors_file("[1, 2]", b""));
     assert!(msg.contains("the header is not a JSON object"), "{msg}");
+    let entry = r#"{"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}"#;
+    let msg = safetensors_error(
+        &dir,
+        "twice.safetensors",
+        &safetensors_file(&format!(r#"{{"w": {entry}, "w": {entry}}}"#), &[0u8; 4]),
+    );
+    assert!(msg.contains("has the key 'w' twice"), "{msg}");
     let msg = safetensors_error(
         &dir,
         "past-end.safetensors",
@@ -581,5 +593,34 @@ fn fifos_are_refused_unopened() {
     let err = load_within_seconds(&members).unwrap_err();
     assert!(matches!(err, DataError::NotRegularFile { .. }), "{err:?}");
     assert!(err.to_string().contains("features.npy"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn an_archive_with_two_members_of_one_name_is_refused() {
+    let dir = scratch("npz-twice");
+    let path = dir.join("twice.npz");
+    let mut arrays = valid_arrays();
+    // A second features array under a name of the same length, renamed in the bytes below.
+    arrays.push(("featurex", array(&[6, 4], ArrayData::F32(vec![9.0; 24]))));
+    write_npz(&path, &arrays);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut renamed = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"featurex.npy") {
+            renamed.extend_from_slice(b"features.npy");
+            i += 12;
+        } else {
+            renamed.push(bytes[i]);
+            i += 1;
+        }
+    }
+    std::fs::write(&path, renamed).unwrap();
+    let err = load_feature_file(&path, &FeatureKeys::default()).unwrap_err();
+    assert!(
+        err.to_string().contains("two members have the same name"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
