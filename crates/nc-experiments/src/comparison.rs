@@ -26,6 +26,8 @@ struct RunData {
     classifier: Classifier,
     train_features: Option<FeatureSet>,
     test_features: Option<FeatureSet>,
+    /// The `data` setting of its config.json (None when the run has no readable config).
+    data: Option<serde_json::Value>,
 }
 
 /// The comparison of every pair, as square matrices in `runs` order (null where a quantity
@@ -47,6 +49,10 @@ pub struct Comparison {
     /// means and those of the same network at initialisation (epoch 0), when the run saved
     /// them (`initial_train_class_means`).
     pub untrained_means_procrustes: Option<Vec<Option<f64>>>,
+    /// Things a reader of the numbers should know (runs trained on different data, ...);
+    /// not part of compare.json.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 fn matrix(values: &[f64], shape: &[usize], path: &Path, key: &str) -> Result<(Vec<f64>, usize)> {
@@ -131,6 +137,10 @@ fn load_run(dir: &Path) -> Result<RunData> {
         classifier,
         train_features: features("train")?,
         test_features: features("test")?,
+        data: std::fs::read_to_string(layout.config())
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|config| config.get("data").cloned()),
     })
 }
 
@@ -194,6 +204,21 @@ pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
             ),
         ));
     }
+    let mut warnings = Vec::new();
+    if let Some(other) = runs.iter().find(|r| r.data != runs[0].data) {
+        let describe = |r: &RunData| {
+            r.data
+                .as_ref()
+                .map_or("unknown data".to_string(), |d| d.to_string())
+        };
+        warnings.push(format!(
+            "{} and {} were trained on different data ({} vs {}): their features need not be comparable",
+            runs[0].dir.display(),
+            other.dir.display(),
+            describe(&runs[0]),
+            describe(other)
+        ));
+    }
     let test_predictions: Vec<Option<Vec<usize>>> = runs
         .iter()
         .map(|r| {
@@ -212,6 +237,7 @@ pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
         test_prediction_agreement: vec![vec![None; n]; n],
         per_class_accuracy_gap: vec![vec![None; n]; n],
         untrained_means_procrustes: None,
+        warnings,
     };
     if runs.iter().any(|r| r.initial_means.is_some()) {
         let baseline = runs

@@ -246,6 +246,45 @@ fn rotated_copy_is_the_same_network() {
     }
     let csv = std::fs::read_to_string(out.join("compare.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 9);
+    assert!(!stderr.contains("warning"), "{stderr}");
+
+    // Runs trained on different data are compared, with a warning.
+    let config = |data: &str| format!(r#"{{"data": {data}, "loss": {{"kind": "ce"}}}}"#);
+    std::fs::write(
+        root.join("a/config.json"),
+        config(r#"{"kind": "embeddedmnist"}"#),
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("b/config.json"),
+        config(r#"{"kind": "embeddedmnist"}"#),
+    )
+    .unwrap();
+    let pair = |out: &Path| {
+        nclab(&[
+            "compare",
+            root.join("a").to_str().unwrap(),
+            root.join("b").to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let (code, _, stderr) = pair(&root.join("same"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    std::fs::write(
+        root.join("b/config.json"),
+        config(r#"{"kind": "cifar10", "dir": "/data"}"#),
+    )
+    .unwrap();
+    let (code, _, stderr) = pair(&root.join("different"));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("warning")
+            && stderr.contains("different data")
+            && stderr.contains("cifar10"),
+        "{stderr}"
+    );
 }
 
 #[test]

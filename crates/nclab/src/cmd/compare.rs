@@ -22,6 +22,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let comparison = compare_runs(&args.runs)?;
+    for warning in &comparison.warnings {
+        eprintln!("warning: {warning}");
+    }
     write_outputs(&comparison, &args.out)?;
     print!(
         "{}",
