@@ -84,25 +84,23 @@ impl NpyProblem {
         let prefix = member
             .map(|m| format!("member '{m}': "))
             .unwrap_or_default();
+        let what = || match member {
+            Some(m) => format!("member '{m}'"),
+            None => "the array".to_string(),
+        };
         match self {
             NpyProblem::Invalid(reason) => {
                 DataError::format(path, format, format!("{prefix}{reason}"))
             }
             NpyProblem::TooLarge(bytes) => DataError::TooLarge {
                 path: path.to_path_buf(),
-                what: match member {
-                    Some(m) => format!("member '{m}'"),
-                    None => "the array".to_string(),
-                },
+                what: what(),
                 bytes,
                 limit: crate::limits::max_memory(),
             },
             NpyProblem::Dtype(dtype) => DataError::UnsupportedDtype {
                 path: path.to_path_buf(),
-                what: match member {
-                    Some(m) => format!("member '{m}'"),
-                    None => "the array".to_string(),
-                },
+                what: what(),
                 dtype,
                 supported: SUPPORTED_NPY_DTYPES,
             },

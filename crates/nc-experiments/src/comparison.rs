@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::run_dir::{final_tensors, RunDir};
 use nc_data::features::{load_feature_file, FeatureKeys, FeatureSet};
 use nc_data::safetensors::read_safetensors;
+use nc_data::NpyArray;
 use nc_math::compare::{linear_cka, procrustes_distance};
 use nc_math::metrics::Classifier;
 use serde::Serialize;
@@ -55,12 +56,13 @@ pub struct Comparison {
     pub warnings: Vec<String>,
 }
 
-fn matrix(values: &[f64], shape: &[usize], path: &Path, key: &str) -> Result<(Vec<f64>, usize)> {
-    match shape {
-        [_, cols] => Ok((values.to_vec(), *cols)),
+/// A 2-D tensor of `final.safetensors` as (row-major f64 values, columns).
+fn matrix(array: &NpyArray, path: &Path, key: &str) -> Result<(Vec<f64>, usize)> {
+    match array.shape[..] {
+        [_, cols] => Ok((array.to_f64_vec(), cols)),
         _ => Err(Error::invalid(
             path,
-            format!("'{key}' has shape {shape:?}, expected 2-D"),
+            format!("'{key}' has shape {:?}, expected 2-D", array.shape),
         )),
     }
 }
@@ -81,28 +83,13 @@ fn load_run(dir: &Path) -> Result<RunData> {
             .ok_or_else(|| Error::invalid(&path, format!("missing tensor '{key}'")))
     };
     let means = get(final_tensors::TRAIN_CLASS_MEANS)?;
-    let train_means = matrix(
-        &means.to_f64_vec(),
-        &means.shape,
-        &path,
-        final_tensors::TRAIN_CLASS_MEANS,
-    )?;
-    let initial_means = match tensors.get(final_tensors::INITIAL_TRAIN_CLASS_MEANS) {
-        Some(m) => Some(matrix(
-            &m.to_f64_vec(),
-            &m.shape,
-            &path,
-            final_tensors::INITIAL_TRAIN_CLASS_MEANS,
-        )?),
-        None => None,
-    };
+    let train_means = matrix(means, &path, final_tensors::TRAIN_CLASS_MEANS)?;
+    let initial_means = tensors
+        .get(final_tensors::INITIAL_TRAIN_CLASS_MEANS)
+        .map(|m| matrix(m, &path, final_tensors::INITIAL_TRAIN_CLASS_MEANS))
+        .transpose()?;
     let weight = get(final_tensors::WEIGHT)?;
-    let weight_m = matrix(
-        &weight.to_f64_vec(),
-        &weight.shape,
-        &path,
-        final_tensors::WEIGHT,
-    )?;
+    let weight_m = matrix(weight, &path, final_tensors::WEIGHT)?;
     let bias = get(final_tensors::BIAS)?.to_f64_vec();
     let num_classes = weight.shape[0];
     if means.shape[0] != num_classes || bias.len() != num_classes {
