@@ -25,13 +25,13 @@ fn step_time(dev: &Device, spec: &ModelSpec, shape: [usize; 3], steps: usize) ->
     let mut optim = build_sgd(
         &model,
         &SgdSettings {
-            momentum: 0.9,
-            weight_decay: 5e-4,
+            momentum: nc_train::paper::MOMENTUM,
+            weight_decay: nc_train::paper::WEIGHT_DECAY,
             no_decay_on: vec![],
         },
     );
     let [c, h, w] = shape;
-    let b = 128;
+    let b = nc_train::paper::BATCH_SIZE;
     let x: Vec<f32> = (0..b * c * h * w)
         .map(|i| ((i * 7919) % 255) as f32 / 255.0)
         .collect();
@@ -44,7 +44,7 @@ fn step_time(dev: &Device, spec: &ModelSpec, shape: [usize; 3], steps: usize) ->
         let (_, z) = model.forward(xt);
         let loss = batch_loss(Loss::CrossEntropy, z, oh);
         let g = GradientsParams::from_grads(loss.backward(), &model);
-        let (g, _) = clip_global_norm(&model, g, 2.0);
+        let (g, _) = clip_global_norm(&model, g, nc_train::paper::CLIP_GRAD_NORM);
         model = optim.step(0.01, model, g);
         // Synchronise so the step is really finished.
         let _: f32 = model.head.weight.val().sum().into_scalar();

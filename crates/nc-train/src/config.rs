@@ -4,7 +4,8 @@ use crate::error::{Result, TrainError};
 use crate::loss::Loss;
 use crate::model::ModelSpec;
 use crate::optim::SgdSettings;
-use crate::schedule::{default_milestones, MultiStep};
+use crate::paper;
+use crate::schedule::MultiStep;
 use crate::source::DataSpec;
 
 /// The configuration of one training run (paper defaults where the paper has one).
@@ -43,36 +44,33 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The paper's settings for `data`, `model`, `loss` and `epochs`.
+    /// The paper's settings (see [`crate::paper`]) for `data`, `model`, `loss` and `epochs`.
     pub fn paper(data: DataSpec, model: ModelSpec, loss: Loss, epochs: usize) -> Self {
-        let augment = data.augments_by_default().then_some(Augment {
-            crop_padding: 4,
-            flip: true,
-        });
+        let augment = data.augments_by_default().then_some(paper::AUGMENT);
         TrainConfig {
             nclab_version: env!("CARGO_PKG_VERSION").to_string(),
             data,
             per_class: None,
-            val_fraction: 0.1,
+            val_fraction: paper::VAL_FRACTION,
             normalize: true,
             augment,
             model,
             loss,
-            lr: 0.1,
+            lr: paper::LR,
             sgd: SgdSettings {
-                momentum: 0.9,
-                weight_decay: 5e-4,
+                momentum: paper::MOMENTUM,
+                weight_decay: paper::WEIGHT_DECAY,
                 no_decay_on: vec![],
             },
-            milestones: default_milestones(epochs),
-            clip_grad_norm: 2.0,
-            batch_size: 128,
+            milestones: paper::milestones(epochs),
+            clip_grad_norm: paper::CLIP_GRAD_NORM,
+            batch_size: paper::BATCH_SIZE,
             epochs,
-            seed: 1,
-            eval_every: epochs.div_ceil(100).max(1),
+            seed: paper::SEED,
+            eval_every: paper::eval_every(epochs),
             save_features: false,
             device: "cpu".into(),
-            eval_batch_size: 1000,
+            eval_batch_size: paper::EVAL_BATCH_SIZE,
         }
     }
 

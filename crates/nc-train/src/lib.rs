@@ -3,11 +3,13 @@
 //! Pipeline: [`data`] (splits, normalisation, augmentation, batches) -> [`model`] (MLP,
 //! ResNet-18, WRN-50-style) -> [`loss`] (CE, LS, FL, MSE) -> [`optim`] (SGD + global-norm
 //! clipping) with [`schedule`] -> [`eval`] (features through `nc_math::metrics`) -> [`run_dir`]
-//! (config, metrics, checkpoints) driven by [`trainer`].
+//! (config, metrics, checkpoints) driven by [`trainer`]. The paper's settings are defined once
+//! in [`paper`].
 pub mod error;
 pub mod loss;
 pub mod model;
 pub mod optim;
+pub mod paper;
 pub mod schedule;
 
 pub use error::{Result, TrainError};

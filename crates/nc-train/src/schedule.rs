@@ -10,9 +10,10 @@
 //! `e >= m`). The official code of the paper steps the scheduler at the start of each epoch,
 //! which moves every decay one epoch earlier; we do not copy that.
 
-/// Default milestones of the paper: `int(3/7 E)` and `int(5/7 E)` (integer division).
+/// Default milestones of the paper: `int(3/7 E)` and `int(5/7 E)` (integer division; see
+/// [`crate::paper::MILESTONE_FRACTIONS`]).
 pub fn default_milestones(epochs: usize) -> Vec<usize> {
-    vec![3 * epochs / 7, 5 * epochs / 7]
+    crate::paper::milestones(epochs)
 }
 
 /// A multi-step schedule `lr0 * factor^{#{m < t}}`.
@@ -24,12 +25,12 @@ pub struct MultiStep {
 }
 
 impl MultiStep {
-    /// The paper's schedule: factor 0.1 at the given milestones.
+    /// The paper's schedule: factor [`crate::paper::LR_DECAY`] (0.1) at the given milestones.
     pub fn new(lr0: f64, milestones: Vec<usize>) -> Self {
         MultiStep {
             lr0,
             milestones,
-            factor: 0.1,
+            factor: crate::paper::LR_DECAY,
         }
     }
 

@@ -23,13 +23,20 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
+    /// Every kind.
+    pub const ALL: [ModelKind; 3] = [ModelKind::Mlp, ModelKind::Resnet18, ModelKind::Wrn50];
+
+    /// The name of the kind: `mlp`, `resnet18` or `wrn50`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Mlp => "mlp",
+            ModelKind::Resnet18 => "resnet18",
+            ModelKind::Wrn50 => "wrn50",
+        }
+    }
+
     pub fn from_name(s: &str) -> Option<Self> {
-        Some(match s {
-            "mlp" => ModelKind::Mlp,
-            "resnet18" => ModelKind::Resnet18,
-            "wrn50" => ModelKind::Wrn50,
-            _ => return None,
-        })
+        Self::ALL.into_iter().find(|k| k.name() == s)
     }
 }
 
@@ -48,6 +55,15 @@ pub struct ModelSpec {
 }
 
 impl ModelSpec {
+    /// The default architecture.
+    pub const DEFAULT_KIND: ModelKind = ModelKind::Mlp;
+    /// The default number of MLP hidden layers.
+    pub const DEFAULT_DEPTH: usize = 2;
+    /// The default MLP hidden units (times the width): MLP 784-512-512-10 on MNIST.
+    pub const DEFAULT_HIDDEN: usize = 512;
+    /// The default width multiplier.
+    pub const DEFAULT_WIDTH: f64 = 1.0;
+
     /// Checks the settings against the input shape.
     pub fn validate(&self, channels: usize, height: usize, width_px: usize) -> Result<()> {
         if !(self.width.is_finite() && self.width > 0.0) {

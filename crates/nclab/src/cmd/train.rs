@@ -4,18 +4,15 @@
 use crate::args::{loss_kind_parser, LossParamsArgs};
 use anyhow::{bail, Context, Result};
 use nc_math::loss::LossKind;
-use nc_train::data::Augment;
 use nc_train::model::{ModelKind, ModelSpec};
+use nc_train::paper;
 use nc_train::source::DataSpec;
 use nc_train::{RunOptions, TrainConfig};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
-#[command(
-    after_help = "Defaults follow the paper (Zhou et al. 2022): SGD lr 0.1, momentum 0.9, weight decay 5e-4, \
-x0.1 at int(3/7 E) and int(5/7 E), global gradient-norm clipping 2, batch 128. See docs/train.md. Exit status 2 on bad input."
-)]
+#[command(after_help = after_help())]
 pub struct Args {
     /// mnist (embedded MNIST-10k), mnist:DIR, cifar10:DIR, cifar100:DIR or synthetic:K=10,d=32,n=500
     #[arg(long, default_value = "mnist")]
@@ -27,19 +24,19 @@ pub struct Args {
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     pub resume: Option<PathBuf>,
     /// mlp, resnet18 or wrn50
-    #[arg(long, default_value = "mlp")]
+    #[arg(long, default_value = ModelSpec::DEFAULT_KIND.name())]
     pub model: String,
     /// MLP hidden layers.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = ModelSpec::DEFAULT_DEPTH)]
     pub depth: usize,
     /// MLP hidden units (times --width).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = ModelSpec::DEFAULT_HIDDEN)]
     pub hidden: usize,
     /// MLP: BatchNorm after every hidden linear layer.
     #[arg(long)]
     pub batch_norm: bool,
     /// Width multiplier: MLP hidden size, ResNet-18 channels, WRN-50 inner bottleneck channels.
-    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = ModelSpec::DEFAULT_WIDTH, allow_negative_numbers = true)]
     pub width: f64,
     /// The loss.
     #[arg(long, value_parser = loss_kind_parser(), default_value_t = LossKind::Ce)]
@@ -48,32 +45,29 @@ pub struct Args {
     pub loss_params: LossParamsArgs,
     #[arg(long, default_value_t = 100)]
     pub epochs: usize,
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = paper::BATCH_SIZE)]
     pub batch_size: usize,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = paper::LR)]
     pub lr: f64,
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, default_value_t = paper::MOMENTUM)]
     pub momentum: f64,
     /// Weight decay on every parameter (see --no-decay-on).
-    #[arg(long, default_value_t = 5e-4)]
+    #[arg(long, default_value_t = paper::WEIGHT_DECAY)]
     pub weight_decay: f64,
     /// Comma-separated parameter kinds without weight decay: bias, bn.
     #[arg(long, value_delimiter = ',')]
     pub no_decay_on: Vec<String>,
-    /// Comma-separated epochs after which the learning rate is multiplied by 0.1
-    /// (default int(3/7 E), int(5/7 E)); the decay applies from the next epoch on.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', help = milestones_help())]
     pub milestones: Option<Vec<usize>>,
     /// Global gradient-norm clipping threshold (0 disables).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = paper::CLIP_GRAD_NORM)]
     pub clip_grad_norm: f64,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = paper::SEED)]
     pub seed: u64,
-    /// NC evaluation every this many epochs (default: ceil(epochs / 100)); always at 0 and the last epoch.
-    #[arg(long)]
+    #[arg(long, help = eval_every_help())]
     pub eval_every: Option<usize>,
     /// Fraction of each training class held out for validation (0 disables).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = paper::VAL_FRACTION)]
     pub val_fraction: f64,
     /// Keep the first N training samples of each class.
     #[arg(long)]
@@ -95,6 +89,48 @@ pub struct Args {
     pub quiet: bool,
 }
 
+/// A number as written in the help: `0.1`, `2`, `5e-4` (the shorter of the two forms).
+fn short(x: f64) -> String {
+    let (plain, exp) = (format!("{x}"), format!("{x:e}"));
+    if exp.len() < plain.len() {
+        exp
+    } else {
+        plain
+    }
+}
+
+fn after_help() -> String {
+    format!(
+        "Defaults follow the paper (Zhou et al. 2022): SGD lr {}, momentum {}, weight decay {}, \
+         x{} at {}, global gradient-norm clipping {}, batch {}. See docs/train.md. Exit status 2 \
+         on bad input.",
+        short(paper::LR),
+        short(paper::MOMENTUM),
+        short(paper::WEIGHT_DECAY),
+        short(paper::LR_DECAY),
+        paper::milestones_text(" and "),
+        short(paper::CLIP_GRAD_NORM),
+        paper::BATCH_SIZE,
+    )
+}
+
+fn milestones_help() -> String {
+    format!(
+        "Comma-separated epochs after which the learning rate is multiplied by {} (default {}); \
+         the decay applies from the next epoch on",
+        short(paper::LR_DECAY),
+        paper::milestones_text(", "),
+    )
+}
+
+fn eval_every_help() -> String {
+    format!(
+        "NC evaluation every this many epochs (default: ceil(epochs / {})); always at 0 and the \
+         last epoch",
+        paper::EVALUATIONS
+    )
+}
+
 fn config_from(args: &Args) -> Result<TrainConfig> {
     let data = DataSpec::parse(&args.data)?;
     let kind = ModelKind::from_name(&args.model)
@@ -110,17 +146,10 @@ fn config_from(args: &Args) -> Result<TrainConfig> {
         batch_norm: args.batch_norm,
         width: args.width,
     };
+    // The data decide the augmentation (on for CIFAR); --no-augment turns it off.
     let mut cfg = TrainConfig::paper(data, spec, loss, args.epochs);
     if args.no_augment {
         cfg.augment = None;
-    } else if cfg.augment.is_none()
-        && !args.data.starts_with("mnist")
-        && !args.data.starts_with("synthetic")
-    {
-        cfg.augment = Some(Augment {
-            crop_padding: 4,
-            flip: true,
-        });
     }
     cfg.normalize = !args.no_normalize;
     cfg.per_class = args.per_class;
@@ -171,4 +200,20 @@ pub fn run(args: Args) -> Result<()> {
     );
     println!("run directory: {}", dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_states_the_paper_defaults() {
+        assert_eq!(
+            after_help(),
+            "Defaults follow the paper (Zhou et al. 2022): SGD lr 0.1, momentum 0.9, weight \
+             decay 5e-4, x0.1 at int(3/7 E) and int(5/7 E), global gradient-norm clipping 2, \
+             batch 128. See docs/train.md. Exit status 2 on bad input."
+        );
+        assert!(milestones_help().contains("multiplied by 0.1 (default int(3/7 E), int(5/7 E))"));
+    }
 }
