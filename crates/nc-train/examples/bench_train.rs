@@ -103,7 +103,11 @@ fn main() {
     let out = std::env::temp_dir().join(format!("nc-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let t = Instant::now();
-    let s = nc_train::train(&cfg, &out, nc_train::RunOptions::default()).unwrap();
+    let cfg = cfg.validate().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    });
+    let s = nc_train::train(cfg, &out, nc_train::RunOptions::default()).unwrap();
     let total = t.elapsed().as_secs_f64();
     // train() evaluates at epoch 0 and at epoch 1 (whose evaluation the final files reuse), so
     // this is one epoch plus two full evaluations and the run-directory writes.

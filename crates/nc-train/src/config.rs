@@ -1,4 +1,7 @@
-//! Every setting of a run, saved as `config.json` beside it (enough to rerun it).
+//! Every setting of a run, saved as `config.json` beside it (enough to rerun it), and its
+//! validation into a [`CheckedConfig`], the only kind of configuration the trainer takes.
+use std::ops::Deref;
+
 use crate::data::Augment;
 use crate::error::{Result, TrainError};
 use crate::loss::Loss;
@@ -84,66 +87,107 @@ impl TrainConfig {
         e == 0 || e == self.epochs || e.is_multiple_of(self.eval_every)
     }
 
-    /// Rejects settings that cannot run.
-    pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(TrainError::Config(m));
+    /// Checks every setting that can be checked without the data (the input shape is checked
+    /// against the model once the data are read) and returns the checked configuration.
+    /// Errors are [`TrainError::Setting`] naming the field (`epochs`, `batch_size`, ...).
+    pub fn validate(self) -> Result<CheckedConfig> {
+        self.check()?;
+        Ok(CheckedConfig(self))
+    }
+
+    fn check(&self) -> Result<()> {
+        let bad = |field: &'static str, msg: String| Err(TrainError::setting(field, msg));
         if self.epochs == 0 {
-            return bad("--epochs must be >= 1".into());
+            return bad("epochs", "must be >= 1".into());
         }
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return bad("--batch-size must be >= 1".into());
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be >= 1".into());
+        }
+        if self.eval_batch_size == 0 {
+            return bad("eval_batch_size", "must be >= 1".into());
         }
         if self.eval_every == 0 {
-            return bad("--eval-every must be >= 1".into());
+            return bad("eval_every", "must be >= 1".into());
         }
         if !(0.0..1.0).contains(&self.val_fraction) {
-            return bad(format!(
-                "--val-fraction must be in [0, 1), got {}",
-                self.val_fraction
-            ));
+            return bad(
+                "val_fraction",
+                format!("must be in [0, 1), got {}", self.val_fraction),
+            );
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("--lr must be > 0, got {}", self.lr));
+            return bad("lr", format!("must be > 0, got {}", self.lr));
         }
         if !(0.0..1.0).contains(&self.sgd.momentum) {
-            return bad(format!(
-                "--momentum must be in [0, 1), got {}",
-                self.sgd.momentum
-            ));
+            return bad(
+                "momentum",
+                format!("must be in [0, 1), got {}", self.sgd.momentum),
+            );
         }
         if self.sgd.weight_decay.is_nan() || self.sgd.weight_decay < 0.0 {
-            return bad("--weight-decay must be >= 0".into());
+            return bad("weight_decay", "must be >= 0".into());
         }
         for k in &self.sgd.no_decay_on {
             if k != "bias" && k != "bn" {
-                return bad(format!("--no-decay-on: unknown kind {k:?} (bias, bn)"));
+                return bad(
+                    "no_decay_on",
+                    format!("names an unknown parameter kind {k:?} (kinds: bias, bn)"),
+                );
             }
         }
         if self.clip_grad_norm.is_nan() || self.clip_grad_norm < 0.0 {
-            return bad("--clip-grad-norm must be >= 0 (0 disables)".into());
+            return bad("clip_grad_norm", "must be >= 0 (0 disables)".into());
         }
         if self.per_class == Some(0) {
-            return bad("--per-class must be >= 1".into());
+            return bad("per_class", "must be >= 1".into());
         }
-        // The reference definitions' ranges (alpha in [0, 1), gamma >= 0, finite rescale), and
-        // a positive MSE target scale: the one-hot targets must point the right way.
+        // The loss's parameter in the range of its reference definition (nc-math's
+        // Loss::validate: alpha in [0, 1), gamma >= 0, a finite rescale > 0).
+        let param = match self.loss {
+            Loss::CrossEntropy => "loss",
+            Loss::LabelSmoothing { .. } => "alpha",
+            Loss::Focal { .. } => "gamma",
+            Loss::Mse { .. } => "rescale",
+        };
         match self.loss.validate() {
-            Err(nc_math::error::Error::InvalidArgument(message)) => return bad(message),
-            Err(other) => return bad(other.to_string()),
+            Err(nc_math::Error::InvalidArgument(message)) => {
+                return bad(param, format!("is out of range: {message}"))
+            }
+            Err(other) => return bad(param, format!("is out of range: {other}")),
             Ok(()) => {}
         }
-        if let Loss::Mse { rescale } = self.loss {
-            if rescale.is_nan() || rescale <= 0.0 {
-                return bad(format!("--rescale must be > 0, got {rescale}"));
-            }
-        }
         if self.milestones.windows(2).any(|w| w[0] > w[1]) {
-            return bad("--milestones must be increasing".into());
+            return bad("milestones", "must be increasing".into());
         }
-        if !(self.model.width.is_finite() && self.model.width > 0.0) {
-            return bad(format!("--width must be > 0, got {}", self.model.width));
-        }
+        self.model.validate()?;
         crate::device::parse_device(&self.device)?;
         Ok(())
+    }
+}
+
+/// A [`TrainConfig`] that passed [`TrainConfig::validate`]; the trainer takes only this. It
+/// reads as the configuration it wraps (`Deref`) and is written to `config.json` as that.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct CheckedConfig(TrainConfig);
+
+impl CheckedConfig {
+    /// The configuration itself.
+    pub fn into_inner(self) -> TrainConfig {
+        self.0
+    }
+}
+
+impl Deref for CheckedConfig {
+    type Target = TrainConfig;
+
+    fn deref(&self) -> &TrainConfig {
+        &self.0
+    }
+}
+
+impl AsRef<TrainConfig> for CheckedConfig {
+    fn as_ref(&self) -> &TrainConfig {
+        &self.0
     }
 }

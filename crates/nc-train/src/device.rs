@@ -7,7 +7,7 @@ use burn::prelude::*;
 
 use crate::error::{Result, TrainError};
 
-/// A parsed `--device`.
+/// A parsed device setting (`device` in the config).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
     Cpu,
@@ -21,9 +21,10 @@ pub fn parse_device(s: &str) -> Result<DeviceChoice> {
         "cuda" => Ok(DeviceChoice::Cuda(0)),
         _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
             Some(Ok(i)) => Ok(DeviceChoice::Cuda(i)),
-            _ => Err(TrainError::Config(format!(
-                "unknown device {s:?}: use cpu or cuda:N"
-            ))),
+            _ => Err(TrainError::setting(
+                "device",
+                format!("names an unknown device {s:?}: use cpu or cuda:N"),
+            )),
         },
     }
 }
@@ -43,8 +44,9 @@ pub fn device_for(choice: DeviceChoice) -> Result<Device> {
         #[cfg(all(feature = "cuda", not(feature = "tch")))]
         DeviceChoice::Cuda(i) => probe(Device::cuda(i), &format!("cuda:{i}")),
         #[cfg(not(any(feature = "tch", feature = "cuda")))]
-        DeviceChoice::Cuda(_) => Err(TrainError::Config(
-            "this nclab was built without GPU support: rebuild with --features tch or --features cuda (see docs/train.md)".into(),
+        DeviceChoice::Cuda(i) => Err(TrainError::setting(
+            "device",
+            format!("cuda:{i} needs a GPU build: this one was built without GPU support (rebuild with cargo's --features tch or --features cuda, see docs/train.md)"),
         )),
     }
 }
@@ -74,9 +76,10 @@ fn probe(device: Device, what: &str) -> Result<Device> {
                 .and_then(|line| line.split("\\n").next())
                 .unwrap_or_default()
                 .to_string();
-            Err(TrainError::Config(format!(
-                "device {what} is not usable: {reason}"
-            )))
+            Err(TrainError::setting(
+                "device",
+                format!("{what} is not usable: {reason}"),
+            ))
         }
     }
 }

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use nc_math::metrics::{ClassMeans, Classifier, MeanAccumulator, MetricsPlan, NcMetrics};
 
 use crate::data::{make_batch, Normalization};
-use crate::error::{Result, TrainError};
+use crate::error::Result;
 use crate::loss::{batch_loss, one_hot, Loss};
 use crate::model::Net;
 use crate::source::Samples;
@@ -22,8 +22,19 @@ pub struct SplitEval {
     pub accuracy: f64,
     pub metrics: Option<NcMetrics>,
     pub means: Option<ClassMeans>,
-    /// N x d features, kept when asked (for `--save-features`).
+    /// N x d features, kept when asked (for `save_features`).
     pub features: Option<Vec<f32>>,
+}
+
+/// A full evaluation of the model at one epoch: NC metrics of the (un-augmented) training
+/// split and the test set (whose NC4 and NCC rule use the training class means), and loss and
+/// accuracy of the validation split where there is one.
+#[derive(Clone, Debug)]
+pub struct Evaluation {
+    pub train: SplitEval,
+    /// None without a validation split.
+    pub validation: Option<SplitEval>,
+    pub test: SplitEval,
 }
 
 /// What to compute.
@@ -40,10 +51,6 @@ pub struct EvalRequest<'a> {
     pub keep_features: bool,
     /// Bytes of features to hold in memory before switching to two passes.
     pub memory_limit: usize,
-}
-
-fn me(e: impl std::fmt::Display) -> TrainError {
-    TrainError::Metrics(e.to_string())
 }
 
 /// Runs `model` (a validation copy: no autodiff) over the split.
@@ -104,7 +111,7 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
         if req.metrics || req.keep_features {
             let f: Vec<f32> = crate::host_f32(feat);
             if req.metrics {
-                mean_acc.add_batch::<f32>(&f, &yb).map_err(me)?;
+                mean_acc.add_batch::<f32>(&f, &yb)?;
             }
             if in_memory {
                 kept.extend_from_slice(&f);
@@ -119,21 +126,20 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
         features: None,
     };
     if req.metrics {
-        let means = mean_acc.finish().map_err(me)?;
+        let means = mean_acc.finish()?;
         let clf = Classifier::new(
             k,
             d,
             model.classifier_weight(),
             Some(model.classifier_bias()),
-        )
-        .map_err(me)?;
-        let plan = MetricsPlan::new(&means, Some(&clf), req.reference_means).map_err(me)?;
+        )?;
+        let plan = MetricsPlan::new(&means, Some(&clf), req.reference_means)?;
         let mut sc = plan.accumulator();
         if in_memory {
             let labels: Vec<u32> = req.indices.iter().map(|&i| req.samples.labels[i]).collect();
             let rows = 4096;
             for (fchunk, lchunk) in kept.chunks(rows * d).zip(labels.chunks(rows)) {
-                sc.add_batch::<f32>(fchunk, lchunk).map_err(me)?;
+                sc.add_batch::<f32>(fchunk, lchunk)?;
             }
         } else {
             // Pass 2: recompute the features batch by batch.
@@ -144,10 +150,10 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
                     device,
                 );
                 let f: Vec<f32> = crate::host_f32(model.features(x));
-                sc.add_batch::<f32>(&f, &yb).map_err(me)?;
+                sc.add_batch::<f32>(&f, &yb)?;
             }
         }
-        out.metrics = Some(sc.finish().map_err(me)?);
+        out.metrics = Some(sc.finish()?);
         out.means = Some(means);
     }
     if req.keep_features {

@@ -1,7 +1,7 @@
-//! `--save-features`: `features_{train,test}.npz` with `features` (N x d float32), `labels`
-//! (int64), `weight` (K x d float64), `bias` (K float64) and `indices` (int64: each sample's
-//! index in its data set), written by `nc_data::save_feature_npz` (atomically), so
-//! `nclab analyze` reads them with its default keys.
+//! `save_features` (`--save-features`): `features_{train,test}.npz` with `features` (N x d
+//! float32), `labels` (int64), `weight` (K x d float64), `bias` (K float64) and `indices`
+//! (int64: each sample's index in its data set), written by `nc_data::save_feature_npz`
+//! (atomically), so `nclab analyze` reads them with its default keys.
 use nc_data::{FeatureExport, FloatSlice};
 
 use crate::error::{Result, TrainError};
@@ -36,8 +36,5 @@ pub fn save_features(
         indices: Some(&indices),
     };
     let path = dir.features(split);
-    nc_data::save_feature_npz(&path, &export).map_err(|e| TrainError::Checkpoint {
-        path,
-        msg: e.to_string(),
-    })
+    nc_data::save_feature_npz(&path, &export).map_err(|e| TrainError::checkpoint(path, e))
 }

@@ -1,4 +1,4 @@
-//! Reading the training and test sets named by `--data`.
+//! Reading the training and test sets named by the `data` setting (`--data` on the CLI).
 //!
 //! `mnist` (the embedded MNIST-10k), `mnist:DIR` (IDX files, raw or gzipped), `cifar10:DIR`
 //! (`cifar-10-batches-bin`), `cifar100:DIR` (`cifar-100-binary`, fine labels) and
@@ -44,7 +44,7 @@ impl Samples {
             Pixels::F32(v) => v.len(),
         };
         if len != n * self.sample_len() {
-            return Err(TrainError::Data(format!(
+            return Err(TrainError::InvalidData(format!(
                 "{what}: {len} values for {n} samples of shape {:?}",
                 self.shape
             )));
@@ -55,7 +55,7 @@ impl Samples {
             .enumerate()
             .find(|(_, &y)| y as usize >= self.num_classes)
         {
-            return Err(TrainError::Data(format!(
+            return Err(TrainError::InvalidData(format!(
                 "{what}: label {y} of sample {i} is beyond the model's {} classes",
                 self.num_classes
             )));
@@ -64,7 +64,7 @@ impl Samples {
     }
 }
 
-/// The `--data` argument, parsed.
+/// The data setting, parsed (`mnist`, `cifar10:DIR`, ...).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum DataSpec {
@@ -98,9 +98,10 @@ impl DataSpec {
         let dir = |r: Option<&str>| -> Result<PathBuf> {
             match r {
                 Some(d) if !d.is_empty() => Ok(PathBuf::from(d)),
-                _ => Err(TrainError::Config(format!(
-                    "--data {kind} needs a directory: {kind}:DIR"
-                ))),
+                _ => Err(TrainError::setting(
+                    "data",
+                    format!("{kind} needs a directory: {kind}:DIR"),
+                )),
             }
         };
         Ok(match kind {
@@ -109,13 +110,14 @@ impl DataSpec {
             "cifar10" => DataSpec::Cifar10 { dir: dir(rest)? },
             "cifar100" => DataSpec::Cifar100 { dir: dir(rest)? },
             "synthetic" => {
-                let spec = nc_data::SyntheticSpec::parse(rest.unwrap_or("")).map_err(|e| TrainError::Config(e.to_string()))?;
+                let spec = nc_data::SyntheticSpec::parse(rest.unwrap_or(""))?;
                 DataSpec::Synthetic { k: spec.num_classes, d: spec.dim, n: spec.per_class, noise: spec.noise, seed: spec.seed }
             }
             other => {
-                return Err(TrainError::Config(format!(
-                    "unknown data set {other:?}: use mnist, mnist:DIR, cifar10:DIR, cifar100:DIR or synthetic:K=10,d=32,n=500"
-                )))
+                return Err(TrainError::setting(
+                    "data",
+                    format!("names an unknown data set {other:?}: use mnist, mnist:DIR, cifar10:DIR, cifar100:DIR or synthetic:K=10,d=32,n=500"),
+                ))
             }
         })
     }
@@ -143,14 +145,10 @@ impl DataSpec {
         train.validate("training set")?;
         test.validate("test set")?;
         if train.is_empty() {
-            return Err(TrainError::Data("the training set is empty".into()));
+            return Err(TrainError::InvalidData("the training set is empty".into()));
         }
         Ok((train, test))
     }
-}
-
-fn de(e: nc_data::DataError) -> TrainError {
-    TrainError::Data(e.to_string())
 }
 
 fn from_image_set(s: nc_data::ImageSet) -> Samples {
@@ -163,7 +161,7 @@ fn from_image_set(s: nc_data::ImageSet) -> Samples {
 }
 
 fn pair(r: nc_data::Result<(nc_data::ImageSet, nc_data::ImageSet)>) -> Result<(Samples, Samples)> {
-    let (a, b) = r.map_err(de)?;
+    let (a, b) = r?;
     Ok((from_image_set(a), from_image_set(b)))
 }
 
@@ -200,7 +198,7 @@ pub fn synthetic(
         noise,
         seed,
     };
-    let data = spec.generate().map_err(de)?;
+    let data = spec.generate()?;
     let conv = |s: nc_data::SyntheticSplit| Samples {
         pixels: Pixels::F32(s.features),
         labels: s.labels,
@@ -208,4 +206,57 @@ pub fn synthetic(
         num_classes: s.num_classes,
     };
     Ok((conv(data.train), conv(data.test)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_that_do_not_fit_are_invalid_data() {
+        let mut s = Samples {
+            pixels: Pixels::F32(vec![0.0; 6]),
+            labels: vec![0, 1, 2],
+            shape: [1, 1, 2],
+            num_classes: 3,
+        };
+        assert!(s.validate("training set").is_ok());
+        s.labels[2] = 3;
+        let e = s.validate("training set").unwrap_err();
+        assert!(matches!(e, TrainError::InvalidData(_)), "{e}");
+        assert_eq!(
+            e.to_string(),
+            "data: training set: label 3 of sample 2 is beyond the model's 3 classes"
+        );
+        s.labels.pop();
+        let e = s.validate("test set").unwrap_err();
+        assert!(matches!(e, TrainError::InvalidData(_)), "{e}");
+    }
+
+    #[test]
+    fn data_settings_are_named_data() {
+        for (spec, msg) in [
+            (
+                "cifar10",
+                "invalid setting: data cifar10 needs a directory: cifar10:DIR",
+            ),
+            (
+                "imagenet",
+                "invalid setting: data names an unknown data set \"imagenet\"",
+            ),
+        ] {
+            let e = DataSpec::parse(spec).unwrap_err();
+            assert!(
+                matches!(e, TrainError::Setting { field: "data", .. }),
+                "{e}"
+            );
+            assert!(e.to_string().starts_with(msg), "{e}");
+        }
+        // a malformed synthetic spec is nc-data's error, kept whole
+        let e = DataSpec::parse("synthetic:K=1").unwrap_err();
+        assert!(matches!(
+            e,
+            TrainError::Data(nc_data::DataError::InvalidSyntheticSpec { .. })
+        ));
+    }
 }

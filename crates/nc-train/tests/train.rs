@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use nc_train::loss::Loss;
 use nc_train::model::{ModelKind, ModelSpec};
 use nc_train::source::DataSpec;
-use nc_train::{resume, train, RunOptions, TrainConfig, TrainError};
+use nc_train::{
+    resume, train, CheckedConfig, ExperimentError, Progress, RunOptions, TrainConfig, TrainError,
+    Trainer,
+};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("nctrain-test-{}-{name}", std::process::id()));
@@ -32,6 +35,11 @@ fn synthetic_cfg(loss: Loss, epochs: usize) -> TrainConfig {
     cfg
 }
 
+/// The checked form the trainer takes.
+fn checked(cfg: &TrainConfig) -> CheckedConfig {
+    cfg.clone().validate().expect("a valid test config")
+}
+
 fn quiet() -> RunOptions {
     RunOptions::default()
 }
@@ -50,7 +58,7 @@ fn mlp_trains_with_every_loss_and_writes_the_run_directory() {
     ] {
         let out = tmp(&format!("all-{}", loss.name()));
         let cfg = synthetic_cfg(loss, 2);
-        let s = train(&cfg, &out, quiet()).unwrap();
+        let s = train(checked(&cfg), &out, quiet()).unwrap();
         assert_eq!(s.epochs, 2);
         let jl = read(&out.join("metrics.jsonl"));
         let lines: Vec<&str> = jl.lines().collect();
@@ -108,15 +116,15 @@ fn same_seed_gives_identical_metrics() {
     let b = tmp("seed-b");
     let mut cfg = synthetic_cfg(Loss::CrossEntropy, 2);
     cfg.model.batch_norm = true;
-    train(&cfg, &a, quiet()).unwrap();
-    train(&cfg, &b, quiet()).unwrap();
+    train(checked(&cfg), &a, quiet()).unwrap();
+    train(checked(&cfg), &b, quiet()).unwrap();
     assert_eq!(
         read(&a.join("metrics.jsonl")),
         read(&b.join("metrics.jsonl"))
     );
     let c = tmp("seed-c");
     cfg.seed = 2;
-    train(&cfg, &c, quiet()).unwrap();
+    train(checked(&cfg), &c, quiet()).unwrap();
     assert_ne!(
         read(&a.join("metrics.jsonl")),
         read(&c.join("metrics.jsonl"))
@@ -139,17 +147,16 @@ fn child_run_for_kill() {
     let cfg = kill_cfg();
     let mark = PathBuf::from(mark);
     let opts = RunOptions {
-        on_step: Some(Box::new(move |epoch, step| {
-            if epoch == 2 && step == 1 {
+        on_progress: Some(Box::new(move |event: &Progress<'_>| {
+            if let Progress::StepStarted { epoch: 2, step: 1 } = event {
                 std::fs::write(&mark, b"mid-epoch").unwrap();
                 loop {
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }
             }
         })),
-        ..Default::default()
     };
-    let _ = train(&cfg, Path::new(&dir), opts);
+    let _ = train(checked(&cfg), Path::new(&dir), opts);
 }
 
 fn kill_cfg() -> TrainConfig {
@@ -162,7 +169,7 @@ fn kill_cfg() -> TrainConfig {
 #[test]
 fn resume_after_sigkill_matches_an_uninterrupted_run() {
     let reference = tmp("kill-ref");
-    train(&kill_cfg(), &reference, quiet()).unwrap();
+    train(checked(&kill_cfg()), &reference, quiet()).unwrap();
 
     let dir = tmp("kill-run");
     let mark = tmp("kill-mark");
@@ -338,7 +345,7 @@ fn resnet18_and_wrn50_train_on_mnist_and_cifar_formats() {
     for (i, (data, kind, width, d)) in cases.into_iter().enumerate() {
         let out = tmp(&format!("conv-{i}"));
         let cfg = conv_cfg(data, kind, width);
-        let s = train(&cfg, &out, quiet()).unwrap_or_else(|e| panic!("case {i}: {e}"));
+        let s = train(checked(&cfg), &out, quiet()).unwrap_or_else(|e| panic!("case {i}: {e}"));
         assert!(s.final_train_acc.is_finite());
         let last: serde_json::Value =
             serde_json::from_str(read(&out.join("metrics.jsonl")).lines().last().unwrap()).unwrap();
@@ -369,7 +376,7 @@ fn save_features_writes_npz_with_indices() {
     cfg.per_class = Some(2);
     cfg.val_fraction = 0.0;
     cfg.save_features = true;
-    train(&cfg, &out, quiet()).unwrap();
+    train(checked(&cfg), &out, quiet()).unwrap();
     let f = nc_data::load_feature_file(
         &out.join("features_train.npz"),
         &nc_data::FeatureKeys::default(),
@@ -397,69 +404,353 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     std::fs::write(mn.join("t10k-images-idx3-ubyte"), b"garbage").unwrap();
     let out = tmp("bad-out");
     let e = train(
-        &TrainConfig::paper(
+        checked(&TrainConfig::paper(
             DataSpec::Mnist { dir: mn.clone() },
             mlp(8),
             Loss::CrossEntropy,
             1,
-        ),
+        )),
         &out,
         quiet(),
     )
     .unwrap_err();
-    assert!(matches!(e, TrainError::Data(_)), "{e}");
+    assert!(
+        matches!(
+            e,
+            TrainError::Data(nc_data::DataError::InvalidFormat { .. })
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("t10k-images"), "{e}");
+    // the cause is kept as the source
+    assert!(std::error::Error::source(&e)
+        .is_some_and(|s| s.downcast_ref::<nc_data::DataError>().is_some()));
     assert!(!out.exists(), "nothing written for bad data");
     // missing directory
     let e = train(
-        &TrainConfig::paper(
+        checked(&TrainConfig::paper(
             DataSpec::Mnist {
                 dir: mn.join("nope"),
             },
             mlp(8),
             Loss::CrossEntropy,
             1,
-        ),
+        )),
         &out,
         quiet(),
     )
     .unwrap_err();
-    assert!(matches!(e, TrainError::Data(_)), "{e}");
-    // label beyond the classes
+    assert!(
+        matches!(e, TrainError::Data(nc_data::DataError::NotFound { .. })),
+        "{e}"
+    );
+    // a label beyond the classes (the CIFAR reader's check)
     let cf = tmp("bad-cifar");
     tiny_cifar10(&cf, 4, true);
     let e = train(
-        &conv_cfg(DataSpec::Cifar10 { dir: cf.clone() }, ModelKind::Mlp, 1.0),
+        checked(&conv_cfg(
+            DataSpec::Cifar10 { dir: cf.clone() },
+            ModelKind::Mlp,
+            1.0,
+        )),
         &out,
         quiet(),
     )
     .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TrainError::Data(nc_data::DataError::InvalidFormat { .. })
+        ),
+        "{e}"
+    );
     assert!(e.to_string().contains("label 12"), "{e}");
-    // width <= 0
+    // width <= 0: rejected by validation, before a trainer can exist
     let mut cfg = synthetic_cfg(Loss::CrossEntropy, 1);
     cfg.model.width = 0.0;
     assert!(matches!(
-        train(&cfg, &out, quiet()).unwrap_err(),
-        TrainError::Config(_)
+        cfg.validate().unwrap_err(),
+        TrainError::Setting { field: "width", .. }
     ));
     // unknown data set
-    assert!(DataSpec::parse("imagenet:/x").is_err());
+    assert!(matches!(
+        DataSpec::parse("imagenet:/x").unwrap_err(),
+        TrainError::Setting { field: "data", .. }
+    ));
+    assert!(!out.exists(), "nothing written for bad settings");
     // out is a non-empty directory / a file
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(out.join("keep"), b"x").unwrap();
-    let e = train(&synthetic_cfg(Loss::CrossEntropy, 1), &out, quiet()).unwrap_err();
-    assert!(matches!(e, TrainError::RunDir { .. }), "{e}");
+    let e = train(
+        checked(&synthetic_cfg(Loss::CrossEntropy, 1)),
+        &out,
+        quiet(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, TrainError::Experiment(ExperimentError::RunDir { .. })),
+        "{e}"
+    );
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
     let e = train(
-        &synthetic_cfg(Loss::CrossEntropy, 1),
+        checked(&synthetic_cfg(Loss::CrossEntropy, 1)),
         &out.join("keep"),
         quiet(),
     )
     .unwrap_err();
-    assert!(matches!(e, TrainError::RunDir { .. }), "{e}");
+    assert!(
+        matches!(e, TrainError::Experiment(ExperimentError::RunDir { .. })),
+        "{e}"
+    );
     for d in [mn, cf, out] {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+/// Every setting validation rejects is named by its field (the CLI turns the field into the
+/// flag), and the message continues after the name.
+#[test]
+fn bad_settings_are_named_by_their_fields() {
+    type Edit = fn(&mut TrainConfig);
+    let cases: [(&str, Edit, &str); 19] = [
+        ("epochs", |c| c.epochs = 0, "epochs must be >= 1"),
+        (
+            "batch_size",
+            |c| c.batch_size = 0,
+            "batch_size must be >= 1",
+        ),
+        (
+            "eval_batch_size",
+            |c| c.eval_batch_size = 0,
+            "eval_batch_size must be >= 1",
+        ),
+        (
+            "eval_every",
+            |c| c.eval_every = 0,
+            "eval_every must be >= 1",
+        ),
+        (
+            "val_fraction",
+            |c| c.val_fraction = 1.0,
+            "val_fraction must be in [0, 1), got 1",
+        ),
+        ("lr", |c| c.lr = 0.0, "lr must be > 0, got 0"),
+        (
+            "momentum",
+            |c| c.sgd.momentum = 1.0,
+            "momentum must be in [0, 1), got 1",
+        ),
+        (
+            "weight_decay",
+            |c| c.sgd.weight_decay = -1.0,
+            "weight_decay must be >= 0",
+        ),
+        (
+            "no_decay_on",
+            |c| c.sgd.no_decay_on = vec!["foo".into()],
+            "no_decay_on names an unknown parameter kind \"foo\" (kinds: bias, bn)",
+        ),
+        (
+            "clip_grad_norm",
+            |c| c.clip_grad_norm = -1.0,
+            "clip_grad_norm must be >= 0 (0 disables)",
+        ),
+        (
+            "per_class",
+            |c| c.per_class = Some(0),
+            "per_class must be >= 1",
+        ),
+        (
+            "alpha",
+            |c| c.loss = Loss::LabelSmoothing { alpha: 1.0 },
+            "alpha is out of range: ls needs alpha in [0, 1), got 1",
+        ),
+        (
+            "gamma",
+            |c| c.loss = Loss::Focal { gamma: -1.0 },
+            "gamma is out of range: fl needs a finite gamma >= 0, got -1",
+        ),
+        (
+            "rescale",
+            |c| c.loss = Loss::Mse { rescale: 0.0 },
+            "rescale is out of range: mse needs a finite rescale > 0, got 0",
+        ),
+        (
+            "milestones",
+            |c| c.milestones = vec![5, 3],
+            "milestones must be increasing",
+        ),
+        (
+            "width",
+            |c| c.model.width = f64::NAN,
+            "width must be > 0, got NaN",
+        ),
+        ("depth", |c| c.model.depth = 0, "depth must be >= 1"),
+        (
+            "hidden",
+            |c| c.model.hidden = 0,
+            "hidden (0) times the width (1) gives 0 units",
+        ),
+        (
+            "device",
+            |c| c.device = "gpu".into(),
+            "device names an unknown device \"gpu\": use cpu or cuda:N",
+        ),
+    ];
+    for (field, edit, message) in cases {
+        let mut cfg = synthetic_cfg(Loss::CrossEntropy, 2);
+        edit(&mut cfg);
+        match cfg.validate() {
+            Err(e @ TrainError::Setting { field: f, .. }) => {
+                assert_eq!(f, field);
+                assert_eq!(e.to_string(), format!("invalid setting: {message}"));
+            }
+            Err(other) => panic!("{field}: expected a setting error, got {other}"),
+            Ok(_) => panic!("{field}: accepted"),
+        }
+    }
+    assert!(synthetic_cfg(Loss::CrossEntropy, 2).validate().is_ok());
+    // a convolutional model on 1 x 1 x d inputs: rejected once the data are read
+    let mut cfg = synthetic_cfg(Loss::CrossEntropy, 1);
+    cfg.model.kind = ModelKind::Resnet18;
+    let out = tmp("small-input");
+    let e = train(checked(&cfg), &out, quiet()).unwrap_err();
+    assert!(
+        matches!(e, TrainError::Setting { field: "model", .. }),
+        "{e}"
+    );
+    assert!(
+        e.to_string()
+            .contains("needs images of at least 8x8 pixels, got 1x8"),
+        "{e}"
+    );
+    assert!(!out.exists());
+}
+
+/// The trainer driven epoch by epoch writes what `train` writes, and reports its progress
+/// through the callback (and nothing else).
+#[test]
+fn trainer_steps_epochs_and_reports_progress() {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let cfg = synthetic_cfg(Loss::CrossEntropy, 3);
+    let reference = tmp("steps-ref");
+    train(checked(&cfg), &reference, quiet()).unwrap();
+
+    let events = Rc::new(RefCell::new(Vec::<String>::new()));
+    let log = events.clone();
+    let opts = RunOptions {
+        on_progress: Some(Box::new(move |event: &Progress<'_>| {
+            let line = match event {
+                Progress::EpochStarted {
+                    epoch,
+                    epochs,
+                    steps,
+                } => format!("start {epoch}/{epochs} {steps}"),
+                Progress::StepStarted { epoch, step } => format!("step {epoch}.{step}"),
+                Progress::StepDone {
+                    epoch,
+                    step,
+                    steps,
+                    means,
+                } => format!("done {epoch}.{step}/{steps} {}", means.is_some()),
+                Progress::EpochTrained { epoch, means, .. } => {
+                    let m = means.expect("means of the whole epoch");
+                    assert!(m.loss.is_finite() && (0.0..=1.0).contains(&m.accuracy));
+                    format!("trained {epoch}")
+                }
+                Progress::EpochFailed { epoch, .. } => format!("failed {epoch}"),
+                Progress::Evaluated {
+                    epoch,
+                    evaluation,
+                    row,
+                } => {
+                    assert_eq!(row.epoch(), *epoch);
+                    assert_eq!(row.get("train_acc"), Some(evaluation.train.accuracy));
+                    assert_eq!(
+                        row.get("val_acc"),
+                        evaluation.validation.as_ref().map(|v| v.accuracy)
+                    );
+                    assert_eq!(
+                        row.get("test_nc1"),
+                        evaluation.test.metrics.as_ref().map(|m| m.nc1)
+                    );
+                    format!("evaluated {epoch}")
+                }
+            };
+            log.borrow_mut().push(line);
+        })),
+    };
+    let out = tmp("steps");
+    let mut trainer = Trainer::new(checked(&cfg), &out, opts).unwrap();
+    assert_eq!(trainer.state().epoch, 0);
+    assert_eq!(trainer.rows().len(), 1);
+    assert!(trainer.last_evaluation().is_some());
+    let mut epochs = vec![];
+    while let Some(report) = trainer.step_epoch().unwrap() {
+        assert_eq!(trainer.state().epoch, report.epoch);
+        assert_eq!(report.lr, 0.1);
+        assert!(report.train.is_some());
+        assert!(report.validation.is_some());
+        assert_eq!(report.row.as_ref().map(|r| r.epoch()), Some(report.epoch));
+        epochs.push(report.epoch);
+    }
+    assert_eq!(epochs, [1, 2, 3]);
+    assert!(trainer.is_done());
+    assert!(trainer.step_epoch().unwrap().is_none());
+    let summary = trainer.finish().unwrap();
+    assert_eq!(summary.epochs, 3);
+    for f in [
+        "metrics.jsonl",
+        "metrics.csv",
+        "final.safetensors",
+        "config.json",
+    ] {
+        assert_eq!(
+            std::fs::read(out.join(f)).unwrap(),
+            std::fs::read(reference.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    // 48 training samples in batches of 16: 3 steps per epoch, the means read at the last
+    let mut expected = vec!["evaluated 0".to_string()];
+    for e in 1..=3 {
+        expected.push(format!("start {e}/3 3"));
+        for s in 0..3 {
+            expected.push(format!("step {e}.{s}"));
+            expected.push(format!("done {e}.{s}/3 {}", s == 2));
+        }
+        expected.push(format!("trained {e}"));
+        expected.push(format!("evaluated {e}"));
+    }
+    assert_eq!(*events.borrow(), expected);
+    for d in [reference, out] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+/// `resume` checks the saved configuration like a new one.
+#[test]
+fn resume_validates_the_saved_config() {
+    let out = tmp("resume-invalid");
+    let cfg = synthetic_cfg(Loss::CrossEntropy, 1);
+    train(checked(&cfg), &out, quiet()).unwrap();
+    let mut saved: serde_json::Value =
+        serde_json::from_str(&read(&out.join("config.json"))).unwrap();
+    saved["epochs"] = 0.into();
+    std::fs::write(out.join("config.json"), saved.to_string()).unwrap();
+    let e = resume(&out, quiet()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TrainError::Setting {
+                field: "epochs",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
 }
 
 #[test]
@@ -469,7 +760,17 @@ fn exploding_loss_stops_with_a_clear_message() {
     cfg.lr = 1e6;
     cfg.clip_grad_norm = 0.0;
     cfg.sgd.weight_decay = 0.0;
-    let e = train(&cfg, &out, quiet()).unwrap_err();
+    let mut trainer = Trainer::new(checked(&cfg), &out, quiet()).unwrap();
+    let e = loop {
+        match trainer.step_epoch() {
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the loss stayed finite"),
+            Err(e) => break e,
+        }
+    };
+    // a stopped trainer stays stopped, with the same reason
+    assert_eq!(trainer.step_epoch().unwrap_err().to_string(), e.to_string());
+    drop(trainer);
     match &e {
         TrainError::NonFinite {
             epoch,
@@ -479,6 +780,11 @@ fn exploding_loss_stops_with_a_clear_message() {
         other => panic!("expected NonFinite, got {other}"),
     }
     assert!(e.to_string().contains("last good checkpoint"));
+    assert!(
+        e.to_string()
+            .ends_with("try a smaller lr or clip_grad_norm"),
+        "{e}"
+    );
     // the last good checkpoint is still loadable for --resume's bookkeeping
     let state: serde_json::Value =
         serde_json::from_str(&read(&out.join("checkpoints/state.json"))).unwrap();

@@ -64,35 +64,49 @@ impl ModelSpec {
     /// The default width multiplier.
     pub const DEFAULT_WIDTH: f64 = 1.0;
 
-    /// Checks the settings against the input shape.
-    pub fn validate(&self, channels: usize, height: usize, width_px: usize) -> Result<()> {
+    /// Checks the settings that need no data (errors name the field: `width`, `depth`,
+    /// `hidden`).
+    pub fn validate(&self) -> Result<()> {
         if !(self.width.is_finite() && self.width > 0.0) {
-            return Err(TrainError::Config(format!(
-                "--width must be > 0, got {}",
-                self.width
-            )));
+            return Err(TrainError::setting(
+                "width",
+                format!("must be > 0, got {}", self.width),
+            ));
         }
-        match self.kind {
-            ModelKind::Mlp => {
-                if self.depth == 0 {
-                    return Err(TrainError::Config("--depth must be >= 1".into()));
-                }
-                if self.hidden_units() == 0 {
-                    return Err(TrainError::Config(
-                        "--hidden x --width gives 0 units".into(),
-                    ));
-                }
+        if self.kind == ModelKind::Mlp {
+            if self.depth == 0 {
+                return Err(TrainError::setting("depth", "must be >= 1"));
             }
-            ModelKind::Resnet18 | ModelKind::Wrn50 => {
-                if height < 8 || width_px < 8 {
-                    return Err(TrainError::Config(format!(
-                        "--model {:?} needs images of at least 8x8 pixels, got {}x{} (use --model mlp)",
-                        self.kind, height, width_px
-                    )));
-                }
-                if channels == 0 {
-                    return Err(TrainError::Config("input has no channels".into()));
-                }
+            if self.hidden_units() == 0 {
+                return Err(TrainError::setting(
+                    "hidden",
+                    format!(
+                        "({}) times the width ({}) gives 0 units",
+                        self.hidden, self.width
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the model against the input shape `(channels, height, width)` of the data.
+    pub fn check_input(&self, shape: [usize; 3]) -> Result<()> {
+        let [channels, height, width_px] = shape;
+        if matches!(self.kind, ModelKind::Resnet18 | ModelKind::Wrn50) {
+            if height < 8 || width_px < 8 {
+                return Err(TrainError::setting(
+                    "model",
+                    format!(
+                        "{} needs images of at least 8x8 pixels, got {}x{} (use mlp)",
+                        self.kind.name(),
+                        height,
+                        width_px
+                    ),
+                ));
+            }
+            if channels == 0 {
+                return Err(TrainError::InvalidData("the input has no channels".into()));
             }
         }
         Ok(())

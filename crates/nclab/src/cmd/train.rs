@@ -1,13 +1,18 @@
 //! `nclab train`: train a classifier under one loss and track neural collapse every epoch.
-//! See docs/train.md.
+//! See docs/train.md. The library (nc-train) names settings by their field names and reports
+//! progress through a callback; this module maps the names to flags and draws the progress
+//! bar and the per-evaluation lines.
 
-use crate::args::{loss_kind_parser, LossParamsArgs};
-use anyhow::{bail, Context, Result};
+use crate::args::{flag, loss_kind_parser, user_error, LossParamsArgs};
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nc_math::loss::LossKind;
 use nc_train::model::{ModelKind, ModelSpec};
 use nc_train::paper;
 use nc_train::source::DataSpec;
-use nc_train::{RunOptions, TrainConfig};
+use nc_train::{
+    CheckedConfig, Evaluation, Progress, ProgressFn, RunOptions, SplitEval, TrainConfig, TrainError,
+};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
@@ -131,14 +136,28 @@ fn eval_every_help() -> String {
     )
 }
 
-fn config_from(args: &Args) -> Result<TrainConfig> {
-    let data = DataSpec::parse(&args.data)?;
+/// A training error in this command line's words: settings are named by their flags.
+fn train_error(err: TrainError) -> anyhow::Error {
+    match err {
+        TrainError::Experiment(e) => user_error(e),
+        e @ (TrainError::Setting { .. } | TrainError::NonFinite { .. }) => {
+            anyhow::Error::msg(e.message_with(flag))
+        }
+        other => other.into(),
+    }
+}
+
+fn config_from(args: &Args) -> Result<CheckedConfig> {
+    let data = DataSpec::parse(&args.data).map_err(|e| match e {
+        // A malformed synthetic specification: nc-data's error, under the flag.
+        TrainError::Data(source) => {
+            anyhow::Error::new(source).context(format!("invalid setting: {}", flag("data")))
+        }
+        other => train_error(other),
+    })?;
     let kind = ModelKind::from_name(&args.model)
         .with_context(|| format!("unknown model {:?}: use mlp, resnet18 or wrn50", args.model))?;
     let loss = args.loss_params.loss(args.loss);
-    if args.width.is_nan() || args.width <= 0.0 {
-        bail!("--width must be > 0, got {}", args.width);
-    }
     let spec = ModelSpec {
         kind,
         depth: args.depth,
@@ -169,22 +188,89 @@ fn config_from(args: &Args) -> Result<TrainConfig> {
     }
     cfg.save_features = args.save_features;
     cfg.device = args.device.clone();
-    cfg.validate()?;
-    Ok(cfg)
+    cfg.validate().map_err(train_error)
+}
+
+/// The progress display on stderr: a bar per epoch (loss, accuracy, ETA) when `bar` is set,
+/// one line per evaluation when `log` is set.
+fn progress_display(bar: bool, log: bool) -> ProgressFn {
+    let mut current: Option<ProgressBar> = None;
+    Box::new(move |event| match *event {
+        Progress::EpochStarted {
+            epoch,
+            epochs,
+            steps,
+        } if bar => {
+            let b = ProgressBar::with_draw_target(Some(steps as u64), ProgressDrawTarget::stderr());
+            b.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} eta {eta}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{epoch}/{epochs}"));
+            current = Some(b);
+        }
+        Progress::StepDone { means, .. } => {
+            if let Some(b) = &current {
+                if let Some(m) = means {
+                    b.set_message(format!("loss {:.4} acc {:.4}", m.loss, m.accuracy));
+                }
+                b.inc(1);
+            }
+        }
+        Progress::EpochFailed { .. } => {
+            if let Some(b) = current.take() {
+                b.abandon();
+            }
+        }
+        Progress::EpochTrained { .. } => {
+            if let Some(b) = current.take() {
+                b.finish_and_clear();
+            }
+        }
+        Progress::Evaluated {
+            epoch, evaluation, ..
+        } if log => eprintln!("{}", log_line(epoch, evaluation)),
+        _ => {}
+    })
+}
+
+fn log_line(epoch: usize, ev: &Evaluation) -> String {
+    let nc1 = |e: &SplitEval| {
+        e.metrics
+            .as_ref()
+            .map(|m| format!("{:.4}", m.nc1))
+            .unwrap_or("-".into())
+    };
+    format!(
+        "epoch {epoch:>4}: train loss {:.4} acc {:.4} nc1 {} | val acc {} | test acc {:.4} nc1 {}",
+        ev.train.loss,
+        ev.train.accuracy,
+        nc1(&ev.train),
+        ev.validation
+            .as_ref()
+            .map(|v| format!("{:.4}", v.accuracy))
+            .unwrap_or("-".into()),
+        ev.test.accuracy,
+        nc1(&ev.test)
+    )
 }
 
 pub fn run(args: Args) -> Result<()> {
     let opts = RunOptions {
-        progress: !args.quiet && std::io::stderr().is_terminal(),
-        log: !args.quiet,
-        on_step: None,
+        on_progress: (!args.quiet).then(|| progress_display(std::io::stderr().is_terminal(), true)),
     };
     let (summary, dir) = if let Some(dir) = &args.resume {
-        (nc_train::resume(dir, opts)?, dir.clone())
+        (
+            nc_train::resume(dir, opts).map_err(train_error)?,
+            dir.clone(),
+        )
     } else {
         let cfg = config_from(&args)?;
         let out = args.out.clone().expect("clap requires --out");
-        (nc_train::train(&cfg, &out, opts)?, out)
+        (nc_train::train(cfg, &out, opts).map_err(train_error)?, out)
     };
     println!(
         "done: {} epochs; final train acc {:.4}, test acc {:.4}; best val epoch {} -> test acc {:.4}; train NC1 {} -> {}; {:.1} ms/step ({})",
@@ -215,5 +301,112 @@ mod tests {
              batch 128. See docs/train.md. Exit status 2 on bad input."
         );
         assert!(milestones_help().contains("multiplied by 0.1 (default int(3/7 E), int(5/7 E))"));
+    }
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(extra: &[&str]) -> Args {
+        use clap::Parser as _;
+        let argv = ["train", "--out", "unused"].iter().chain(extra);
+        Cli::try_parse_from(argv).expect("valid flags").args
+    }
+
+    /// The library names each bad setting by its field; the message shows the flag.
+    #[test]
+    fn bad_settings_are_reported_under_their_flags() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["--epochs", "0"], "--epochs must be >= 1"),
+            (&["--batch-size", "0"], "--batch-size must be >= 1"),
+            (&["--eval-every", "0"], "--eval-every must be >= 1"),
+            (
+                &["--val-fraction", "1"],
+                "--val-fraction must be in [0, 1), got 1",
+            ),
+            (&["--lr=-1"], "--lr must be > 0, got -1"),
+            (&["--momentum", "1"], "--momentum must be in [0, 1), got 1"),
+            (&["--weight-decay=-1"], "--weight-decay must be >= 0"),
+            (
+                &["--no-decay-on", "bias,foo"],
+                "--no-decay-on names an unknown parameter kind \"foo\" (kinds: bias, bn)",
+            ),
+            (
+                &["--clip-grad-norm=-1"],
+                "--clip-grad-norm must be >= 0 (0 disables)",
+            ),
+            (&["--per-class", "0"], "--per-class must be >= 1"),
+            (
+                &["--loss", "ls", "--alpha", "1"],
+                "--alpha is out of range: ls needs alpha in [0, 1), got 1",
+            ),
+            (
+                &["--loss", "fl", "--gamma", "-1"],
+                "--gamma is out of range: fl needs a finite gamma >= 0, got -1",
+            ),
+            (
+                &["--loss", "mse", "--rescale", "0"],
+                "--rescale is out of range: mse needs a finite rescale > 0, got 0",
+            ),
+            (&["--milestones", "5,3"], "--milestones must be increasing"),
+            (&["--width", "0"], "--width must be > 0, got 0"),
+            (&["--width", "-1"], "--width must be > 0, got -1"),
+            (&["--depth", "0"], "--depth must be >= 1"),
+            (
+                &["--hidden", "0"],
+                "--hidden (0) times the width (1) gives 0 units",
+            ),
+            (
+                &["--device", "gpu"],
+                "--device names an unknown device \"gpu\": use cpu or cuda:N",
+            ),
+            (
+                &["--data", "cifar10"],
+                "--data cifar10 needs a directory: cifar10:DIR",
+            ),
+        ];
+        // anyhow's alternate form shows the context and its cause, as main prints them
+        let err = config_from(&parse(&["--data", "synthetic:K=1"])).expect_err("rejected");
+        assert!(
+            format!("{err:#}").starts_with(
+                "invalid setting: --data: invalid synthetic data spec 'K=1': missing 'd'"
+            ),
+            "{err:#}"
+        );
+        for (flags, message) in cases {
+            let err = config_from(&parse(flags)).expect_err("rejected");
+            assert_eq!(
+                err.to_string(),
+                format!("invalid setting: {message}"),
+                "{flags:?}"
+            );
+        }
+        assert!(config_from(&parse(&[])).is_ok());
+    }
+
+    #[test]
+    fn library_errors_name_flags() {
+        let e = train_error(TrainError::setting(
+            "clip_grad_norm",
+            "must be >= 0 (0 disables)",
+        ));
+        assert_eq!(
+            e.to_string(),
+            "invalid setting: --clip-grad-norm must be >= 0 (0 disables)"
+        );
+        let e = train_error(TrainError::NonFinite {
+            epoch: 1,
+            step: 1,
+            value: f32::INFINITY,
+            lr: 1e6,
+            last_good_epoch: 0,
+        });
+        assert_eq!(
+            e.to_string(),
+            "loss became inf at epoch 1, step 1 (lr 1000000); stopping. The last good checkpoint \
+             (epoch 0) is kept in the run directory; try a smaller --lr or --clip-grad-norm"
+        );
     }
 }
