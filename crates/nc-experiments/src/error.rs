@@ -59,6 +59,9 @@ pub enum Error {
     /// The run directory is not usable (exists and is not empty, has no config, ...).
     #[error("run directory {}: {msg}", path.display())]
     RunDir { path: PathBuf, msg: String },
+    /// A new run was to be written into a directory that already holds files.
+    #[error("run directory {}: exists and is not empty (resume the run in it, or write to another directory)", path.display())]
+    RunDirNotEmpty { path: PathBuf },
     /// A setting is out of range. `field` is the library's name for it (a front end maps it
     /// to its own spelling, e.g. a command-line flag).
     #[error("{field}: {msg}")]

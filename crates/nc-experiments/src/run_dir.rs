@@ -82,10 +82,7 @@ impl RunDir {
             }
             let mut it = std::fs::read_dir(root).map_err(|e| Error::io(root, e))?;
             if it.next().is_some() {
-                return Err(err(
-                    "exists and is not empty (use --resume DIR to continue a run, or a new --out)"
-                        .into(),
-                ));
+                return Err(Error::RunDirNotEmpty { path: root.into() });
             }
         }
         std::fs::create_dir_all(root.join("checkpoints/last"))

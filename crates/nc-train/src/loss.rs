@@ -57,7 +57,7 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// Independent f64 formulas (written from DESIGN.md, not from the code above).
+    /// Independent f64 formulas (written from docs/ufm.md, not from the code above).
     fn reference(kind: Loss, z: &[f64], y: &[u32], k: usize) -> f64 {
         let b = y.len();
         let mut total = 0.0;

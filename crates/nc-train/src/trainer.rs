@@ -19,7 +19,6 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use nc_math::metrics::NcMetrics;
 
 use crate::config::{CheckedConfig, TrainConfig};
 use crate::data::{
@@ -763,26 +762,6 @@ fn val_eval(cfg: &TrainConfig, p: &Prepared, m: &Net) -> Result<Option<SplitEval
     .map(Some)
 }
 
-fn metric_value(m: &NcMetrics, key: &str) -> Option<f64> {
-    match key {
-        "nc1" => Some(m.nc1),
-        "nc2" => m.nc2,
-        "nc3" => m.nc3,
-        "nc4" => m.nc4,
-        "bias_relation" => m.bias_relation,
-        "ncc_accuracy" => Some(m.ncc_accuracy),
-        "equinorm_w" => m.equinorm_w,
-        "equinorm_h" => Some(m.equinorm_h),
-        "equiangle_w" => m.equiangle_w,
-        "equiangle_h" => Some(m.equiangle_h),
-        "nc2_means" => Some(m.nc2_means),
-        "cdnv" => Some(m.cdnv),
-        "sigma_b_rank" => Some(m.sigma_b_rank as f64),
-        "num_samples" => Some(m.num_samples as f64),
-        _ => None,
-    }
-}
-
 fn make_row(
     epoch: usize,
     lr: f64,
@@ -805,7 +784,7 @@ fn make_row(
                 other => {
                     let (split, key) = other.split_once('_').unwrap();
                     let e = if split == "train" { tr } else { te };
-                    e.metrics.as_ref().and_then(|m| metric_value(m, key))
+                    e.metrics.as_ref().and_then(|m| m.split_column(key))
                 }
             };
             (c, v.filter(|x| x.is_finite()))

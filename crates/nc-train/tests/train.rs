@@ -488,7 +488,10 @@ fn bad_inputs_are_clear_errors_and_write_nothing() {
     )
     .unwrap_err();
     assert!(
-        matches!(e, TrainError::Experiment(ExperimentError::RunDir { .. })),
+        matches!(
+            e,
+            TrainError::Experiment(ExperimentError::RunDirNotEmpty { .. })
+        ),
         "{e}"
     );
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);

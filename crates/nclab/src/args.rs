@@ -59,6 +59,10 @@ pub fn user_error(err: nc_experiments::Error) -> anyhow::Error {
                 path.display()
             )
         }
+        Error::RunDirNotEmpty { path } => anyhow::anyhow!(
+            "run directory {}: exists and is not empty (use --resume DIR to continue a run, or a new --out)",
+            path.display()
+        ),
         other => other.into(),
     }
 }

@@ -95,10 +95,7 @@ mod tests {
 
     #[test]
     fn each_cause_is_said_once() {
-        let io = std::io::Error::new(
-            std::io::ErrorKind::Other,
-            "too many levels of symbolic links",
-        );
+        let io = std::io::Error::other("too many levels of symbolic links");
         // A library error that quotes its source and also chains it.
         let data = nc_data::DataError::Io {
             path: "loop.npz".into(),
@@ -111,7 +108,7 @@ mod tests {
             "loop.npz: opening failed: too many levels of symbolic links"
         );
         // A context added at the edge keeps its cause.
-        let err = Err::<(), _>(std::io::Error::new(std::io::ErrorKind::Other, "disk full"))
+        let err = Err::<(), _>(std::io::Error::other("disk full"))
             .context("cannot write out.csv")
             .unwrap_err();
         assert_eq!(describe(&err), "cannot write out.csv: disk full");

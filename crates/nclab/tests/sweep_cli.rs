@@ -81,7 +81,7 @@ fn killing_the_sweep_ends_its_trainers() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
-fn sweep_args<'a>(out: &'a Path) -> Vec<&'a str> {
+fn sweep_args(out: &Path) -> Vec<&str> {
     let mut args = vec![
         "sweep",
         "--losses",
