@@ -106,6 +106,52 @@ pub fn temp_path(path: &Path) -> Result<PathBuf> {
     Ok(path.with_file_name(temp_name))
 }
 
+/// Removes the temporary files in `dir` (not below it) that writers of processes no longer
+/// running left behind (`.<name>.<pid>.tmp`, as [`temp_path`] names them), returning how
+/// many. Those of live processes, this one included, are kept: they may be mid-write.
+pub fn remove_stale_temps(dir: &Path) -> Result<usize> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(DataError::io(dir, "listing the directory", e)),
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(temp_owner) else {
+            continue;
+        };
+        if !process_exists(pid) && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// The process id in a temporary file's name `.<name>.<pid>.tmp`.
+fn temp_owner(file_name: &str) -> Option<u32> {
+    let inner = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (stem, pid) = inner.rsplit_once('.')?;
+    if stem.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` exists on this host (a zombie counts as gone). Without `/proc`
+/// this cannot be told, and every process is taken to live.
+pub fn process_exists(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name: Z is a zombie, X dead.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next()),
+            Some(Some('Z' | 'X'))
+        ),
+        Err(_) => !Path::new("/proc/self").exists(),
+    }
+}
+
 fn write_then_rename<F>(path: &Path, temp: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&mut BufWriter<File>) -> io::Result<()>,
@@ -197,5 +243,27 @@ mod tests {
         let path = Path::new("/nonexistent-nc-data-dir/sub/out.txt");
         let msg = write_atomic_bytes(path, b"x").unwrap_err().to_string();
         assert!(msg.contains("nonexistent-nc-data-dir"), "{msg}");
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_and_live_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("ncdata-stale-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        assert!(!process_exists(dead));
+        let stale = dir.join(format!(".summary.json.{dead}.tmp"));
+        let live = temp_path(&dir.join("final.safetensors")).unwrap();
+        let keep = dir.join("metrics.jsonl");
+        let odd = dir.join(format!(".{dead}.tmp"));
+        for p in [&stale, &live, &keep, &odd] {
+            fs::write(p, b"x").unwrap();
+        }
+        assert_eq!(remove_stale_temps(&dir).unwrap(), 1);
+        assert!(!stale.exists());
+        assert!(live.exists() && keep.exists() && odd.exists());
+        assert_eq!(remove_stale_temps(&dir.join("absent")).unwrap(), 0);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -96,7 +96,9 @@ impl RunDir {
         Ok(RunDir { root: root.into() })
     }
 
-    /// Opens an existing run directory for `--resume`.
+    /// Opens an existing run directory to resume it.
+    /// Temporary files that a killed writer left are removed (see
+    /// `nc_data::io::remove_stale_temps`).
     pub fn open(root: &Path) -> Result<Self> {
         if !root.join("config.json").is_file() {
             return Err(Error::RunDir {
@@ -104,7 +106,11 @@ impl RunDir {
                 msg: "has no config.json: not a run directory".into(),
             });
         }
-        Ok(RunDir { root: root.into() })
+        let dir = RunDir { root: root.into() };
+        for folder in ["", "checkpoints", "checkpoints/last", "checkpoints/best"] {
+            nc_data::io::remove_stale_temps(&dir.root.join(folder))?;
+        }
+        Ok(dir)
     }
 
     pub fn config(&self) -> PathBuf {

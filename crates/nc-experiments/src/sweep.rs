@@ -277,7 +277,7 @@ impl LockOwner {
 
     /// True only when the owner is on this host and its process no longer exists.
     fn is_gone(&self) -> bool {
-        self.host == host_name() && !process_exists(self.pid)
+        self.host == host_name() && !nc_data::io::process_exists(self.pid)
     }
 }
 
@@ -289,20 +289,6 @@ fn host_name() -> String {
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_string())
-}
-
-/// Whether process `pid` exists on this host (a zombie counts as gone).
-fn process_exists(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name: Z is a zombie, X dead.
-        Ok(stat) => !matches!(
-            stat.rsplit_once(')')
-                .map(|(_, rest)| rest.trim_start().chars().next()),
-            Some(Some('Z' | 'X'))
-        ),
-        // Without /proc we cannot tell: assume it lives (the lock is then never stolen).
-        Err(_) => !std::path::Path::new("/proc/self").exists(),
-    }
 }
 
 #[cfg(test)]
@@ -437,7 +423,7 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let dead = child.id();
         child.wait().unwrap();
-        assert!(!process_exists(dead));
+        assert!(!nc_data::io::process_exists(dead));
         std::fs::write(sweep.lock_path(&cell), format!("{} {dead}\n", host_name())).unwrap();
         assert!(matches!(sweep.lock(&cell).unwrap(), Lock::Acquired(_)));
 
@@ -447,7 +433,7 @@ mod tests {
             Lock::Held(owner) => assert_eq!(owner.host, "elsewhere.cluster"),
             Lock::Acquired(_) => panic!("another host's lock was taken"),
         }
-        assert!(process_exists(std::process::id()));
+        assert!(nc_data::io::process_exists(std::process::id()));
         std::fs::remove_dir_all(&out).unwrap();
     }
 }

@@ -202,3 +202,27 @@ fn a_torn_metrics_line_names_the_file_and_line() {
     assert!(err.to_string().contains("metrics.jsonl line 2"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn reopening_a_run_removes_the_temporary_files_killed_writers_left() {
+    let root = scratch("stale");
+    let dir = root.join("run");
+    write_run(&dir, Loss::CrossEntropy, 1, 0.1, 0.9, None);
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let stale = [
+        dir.join(format!(".final.safetensors.{dead}.tmp")),
+        dir.join(format!(".summary.json.{dead}.tmp")),
+        dir.join(format!("checkpoints/.state.json.{dead}.tmp")),
+    ];
+    for p in &stale {
+        std::fs::write(p, b"half").unwrap();
+    }
+    RunDir::open(&dir).unwrap();
+    for p in &stale {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+    assert!(dir.join("metrics.jsonl").is_file());
+    std::fs::remove_dir_all(&root).unwrap();
+}
