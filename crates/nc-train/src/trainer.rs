@@ -161,6 +161,7 @@ fn prepare(cfg: &TrainConfig) -> Result<Prepared> {
     }
     let k = train.num_classes;
     cfg.model.check_input(train.shape)?;
+    check_model_memory(cfg, train.shape, train.num_classes)?;
     let pool = first_per_class(&train.labels, k, cfg.per_class);
     let (train_idx, val_idx) = if cfg.val_fraction > 0.0 {
         stratified_split(&train.labels, k, &pool, cfg.val_fraction, cfg.seed)
@@ -747,6 +748,27 @@ fn evaluate_splits(
         validation,
         test,
     })
+}
+
+/// Refuses a network whose parameters, gradients and optimiser state (about 16 bytes per
+/// parameter) would not fit under the memory limit (`nc_data::limits`), before building it.
+fn check_model_memory(cfg: &TrainConfig, shape: [usize; 3], classes: usize) -> Result<()> {
+    let limit = nc_data::limits::max_memory();
+    let params = cfg.model.parameter_estimate(shape, classes);
+    match params.and_then(|p| p.checked_mul(16)) {
+        Some(bytes) if bytes <= limit => Ok(()),
+        bytes => Err(TrainError::setting(
+            "width",
+            format!(
+                "{} at width {} would have about {} parameters, needing about {} with their gradients and optimiser state, above the memory limit of {}",
+                cfg.model.kind.name(),
+                cfg.model.width,
+                params.map_or("more than 2^64".to_string(), |p| p.to_string()),
+                bytes.map_or("more than 16 EiB".to_string(), nc_data::limits::human),
+                nc_data::limits::human(limit)
+            ),
+        )),
+    }
 }
 
 /// Loss and accuracy on the validation split (no NC metrics); None without one.

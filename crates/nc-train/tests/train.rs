@@ -797,3 +797,43 @@ fn exploding_loss_stops_with_a_clear_message() {
         .is_file());
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn the_parameter_estimate_is_close_to_the_network_built() {
+    use burn::module::Module;
+    for (depth, hidden, width, batch_norm) in
+        [(2, 16, 1.0, false), (3, 32, 0.5, true), (1, 8, 2.0, true)]
+    {
+        let spec = ModelSpec {
+            kind: ModelKind::Mlp,
+            depth,
+            hidden,
+            batch_norm,
+            width,
+        };
+        let device = burn::prelude::Device::default();
+        let net = nc_train::model::Net::new(&spec, [1, 28, 28], 10, &device);
+        let actual = net.num_params() as u64;
+        let estimate = spec.parameter_estimate([1, 28, 28], 10).unwrap();
+        // The linear layers exactly; biases and BatchNorm bounded from above.
+        assert!(
+            estimate >= actual && (estimate as f64) < 1.1 * actual as f64,
+            "depth {depth} hidden {hidden} width {width}: estimate {estimate}, built {actual}"
+        );
+    }
+    let wide = ModelSpec {
+        kind: ModelKind::Mlp,
+        depth: 2,
+        hidden: 512,
+        batch_norm: false,
+        width: 1e5,
+    };
+    // 51.2M units: the hidden-to-hidden layer alone has 2.6e15 weights.
+    assert!(wide.parameter_estimate([1, 28, 28], 10).unwrap() > 2_600_000_000_000_000);
+    // Past u64: no estimate, which the trainer refuses like any too-large one.
+    let absurd = ModelSpec {
+        width: 1e12,
+        ..wide
+    };
+    assert_eq!(absurd.parameter_estimate([1, 28, 28], 10), None);
+}

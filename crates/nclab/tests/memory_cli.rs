@@ -97,3 +97,25 @@ fn under_an_address_space_limit_the_default_ceiling_follows_it() {
     assert!(stderr.contains("above the memory limit"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_network_too_wide_to_hold_is_refused_before_anything_is_written() {
+    let dir = scratch_dir("too-wide");
+    let out = dir.join("run");
+    let (code, _, stderr) = nclab(&[
+        "train",
+        "--data",
+        "synthetic:K=3,d=4,n=10",
+        "--width",
+        "1e12",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("--width") && stderr.contains("above the memory limit"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a refused run leaves no directory");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -112,6 +112,43 @@ impl ModelSpec {
         Ok(())
     }
 
+    /// About how many parameters the network has for inputs of `shape` and `classes`
+    /// outputs (exact for the MLP's linear layers, scaled from the width-1 count for the
+    /// convolutional nets, whose channels grow with the width); `None` past u64.
+    pub fn parameter_estimate(&self, shape: [usize; 3], classes: usize) -> Option<u64> {
+        let classes = classes as u64;
+        match self.kind {
+            ModelKind::Mlp => {
+                let inputs = shape
+                    .iter()
+                    .try_fold(1u64, |a, &b| a.checked_mul(b as u64))?;
+                let h = (self.hidden as f64 * self.width).round();
+                if !(h.is_finite() && h < u64::MAX as f64) {
+                    return None;
+                }
+                let h = h as u64;
+                let hidden_layers = (self.depth as u64).saturating_sub(1);
+                inputs
+                    .checked_mul(h)?
+                    .checked_add(hidden_layers.checked_mul(h.checked_mul(h)?)?)?
+                    .checked_add(h.checked_mul(classes)?)?
+                    .checked_add(h.checked_mul(4 * (self.depth as u64 + 1))?)
+            }
+            ModelKind::Resnet18 | ModelKind::Wrn50 => {
+                // ResNet-18 has 11.2M parameters at width 1, the WRN-50 style net ~25.6M
+                // (ResNet-50's): both grow with the square of the width.
+                let base = if self.kind == ModelKind::Resnet18 {
+                    11.2e6
+                } else {
+                    25.6e6
+                };
+                let scale = self.width.max(1.0);
+                let count = base * scale * scale + (self.feature_dim() as f64) * classes as f64;
+                (count.is_finite() && count < u64::MAX as f64).then_some(count as u64)
+            }
+        }
+    }
+
     fn hidden_units(&self) -> usize {
         (self.hidden as f64 * self.width).round() as usize
     }
