@@ -38,6 +38,14 @@ pub enum TrainError {
         lr: f64,
         last_good_epoch: usize,
     },
+    /// The loss stayed finite but the network's features did not (the last steps of an
+    /// epoch diverged); the last good checkpoint is kept.
+    #[error("{}", self.message_with(|field| field.to_string()))]
+    DivergedFeatures {
+        epoch: usize,
+        lr: f64,
+        last_good_epoch: usize,
+    },
     /// The metrics engine rejected the features.
     #[error("metrics: {0}")]
     Metrics(#[from] nc_math::Error),
@@ -83,6 +91,17 @@ impl TrainError {
                 "loss became {value} at epoch {epoch}, step {step} (lr {lr}); stopping. The last \
                  good checkpoint (epoch {last_good_epoch}) is kept in the run directory; try a \
                  smaller {} or {}",
+                name("lr"),
+                name("clip_grad_norm")
+            ),
+            TrainError::DivergedFeatures {
+                epoch,
+                lr,
+                last_good_epoch,
+            } => format!(
+                "the network's features became non-finite after epoch {epoch} (lr {lr}): \
+                 training diverged; stopping. The last good checkpoint (epoch \
+                 {last_good_epoch}) is kept in the run directory; try a smaller {} or {}",
                 name("lr"),
                 name("clip_grad_norm")
             ),

@@ -446,7 +446,18 @@ impl Trainer {
         let mut row = None;
         let validation = val.clone();
         if self.cfg.is_eval_epoch(epoch) {
-            let ev = evaluate_splits(&self.cfg, &self.p, &self.model().valid(), false, val)?;
+            let last_good_epoch = self.state.epoch;
+            let ev = evaluate_splits(&self.cfg, &self.p, &self.model().valid(), false, val)
+                .map_err(|e| match e {
+                    TrainError::Metrics(nc_math::Error::NonFinite { .. }) => {
+                        TrainError::DivergedFeatures {
+                            epoch,
+                            lr,
+                            last_good_epoch,
+                        }
+                    }
+                    other => other,
+                })?;
             self.push_row(epoch, lr, ev)?;
             row = self.rows.last().cloned();
         }

@@ -837,3 +837,31 @@ fn the_parameter_estimate_is_close_to_the_network_built() {
     };
     assert_eq!(absurd.parameter_estimate([1, 28, 28], 10), None);
 }
+
+#[test]
+fn a_diverging_run_says_so_with_its_epoch_and_learning_rate() {
+    let dir = std::env::temp_dir().join(format!("nctrain-diverge-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // One step per epoch: its loss is taken before the update, so only the features
+    // evaluated after it can show the divergence.
+    let data = DataSpec::parse("synthetic:K=3,d=4,n=30").unwrap();
+    let mut cfg = TrainConfig::paper(data, mlp(16), Loss::CrossEntropy, 3);
+    cfg.lr = 1e30;
+    cfg.clip_grad_norm = 0.0;
+    let e = train(checked(&cfg), &dir, quiet()).unwrap_err();
+    assert!(
+        matches!(e, TrainError::DivergedFeatures { epoch: 1, .. }),
+        "{e:?}"
+    );
+    let flag = |f: &str| format!("--{}", f.replace('_', "-"));
+    assert!(e
+        .message_with(flag)
+        .contains("smaller --lr or --clip-grad-norm"));
+    let text = e.to_string();
+    assert!(
+        text.contains("epoch 1") && text.contains("lr 1") && text.contains("checkpoint (epoch 0)"),
+        "{text}"
+    );
+    assert!(!text.contains("metrics:"), "{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -140,9 +140,9 @@ fn eval_every_help() -> String {
 fn train_error(err: TrainError) -> anyhow::Error {
     match err {
         TrainError::Experiment(e) => user_error(e),
-        e @ (TrainError::Setting { .. } | TrainError::NonFinite { .. }) => {
-            anyhow::Error::msg(e.message_with(flag))
-        }
+        e @ (TrainError::Setting { .. }
+        | TrainError::NonFinite { .. }
+        | TrainError::DivergedFeatures { .. }) => anyhow::Error::msg(e.message_with(flag)),
         other => other.into(),
     }
 }
