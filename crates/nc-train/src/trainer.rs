@@ -259,11 +259,23 @@ impl Trainer {
     /// Starts a new run in `out` (which must not exist or be empty): reads the data, creates
     /// the run directory with `config.json`, builds the seeded model and evaluates it (epoch 0
     /// of `metrics.jsonl`, the first checkpoint). Bad data stop it before anything is written.
+    /// A run that fails before its first epoch (the epoch-0 evaluation, the first files)
+    /// removes what it created: `out` is left as it was found, absent or empty.
     pub fn new(cfg: CheckedConfig, out: &Path, opts: RunOptions) -> Result<Self> {
         let p = prepare(&cfg)?;
+        let existed = out.is_dir();
         let dir = RunDir::create(out)?;
-        write_json(&dir.config(), &cfg)?;
-        Self::start(cfg, p, dir, opts)
+        let started = write_json(&dir.config(), &cfg)
+            .map_err(TrainError::from)
+            .and_then(|()| Self::start(cfg, p, dir, opts));
+        if started.is_err() {
+            // RunDir::create accepted only an absent or empty directory: nothing else is lost.
+            let _ = std::fs::remove_dir_all(out);
+            if existed {
+                let _ = std::fs::create_dir(out);
+            }
+        }
+        started
     }
 
     /// Reopens the run in `dir` (validating its `config.json`) at its last completed epoch:

@@ -865,3 +865,57 @@ fn a_diverging_run_says_so_with_its_epoch_and_learning_rate() {
     assert!(!text.contains("metrics:"), "{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// An uncompressed IDX file: big-endian magic and dimensions, then the bytes.
+fn write_idx(path: &Path, magic: u32, dims: &[u32], data: &[u8]) {
+    let mut bytes = magic.to_be_bytes().to_vec();
+    for d in dims {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_run_that_fails_before_its_first_epoch_leaves_nothing_behind() {
+    let root = std::env::temp_dir().join(format!("nctrain-early-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("mnist");
+    std::fs::create_dir_all(&data).unwrap();
+    // Every training image is the same, so every class mean of the features is too: the
+    // epoch-0 evaluation (after the run directory exists) finds NC1 undefined and fails.
+    let split = |name: &str, classes: u8| {
+        let labels: Vec<u8> = (0..classes).flat_map(|c| [c; 3]).collect();
+        let images = vec![17u8; labels.len() * 784];
+        let n = labels.len() as u32;
+        write_idx(
+            &data.join(format!("{name}-images-idx3-ubyte")),
+            0x803,
+            &[n, 28, 28],
+            &images,
+        );
+        write_idx(
+            &data.join(format!("{name}-labels-idx1-ubyte")),
+            0x801,
+            &[n],
+            &labels,
+        );
+    };
+    split("train", 10);
+    split("t10k", 10);
+    let spec = DataSpec::parse(&format!("mnist:{}", data.display())).unwrap();
+    let mut cfg = TrainConfig::paper(spec, mlp(8), Loss::CrossEntropy, 2);
+    cfg.val_fraction = 0.0;
+    for (out, existed) in [(root.join("absent"), false), (root.join("empty"), true)] {
+        if existed {
+            std::fs::create_dir_all(&out).unwrap();
+        }
+        let e = train(checked(&cfg), &out, quiet()).unwrap_err();
+        assert!(e.to_string().contains("class means coincide"), "{e}");
+        assert_eq!(out.exists(), existed, "{}", out.display());
+        if existed {
+            assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "left as found");
+        }
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}
