@@ -46,6 +46,13 @@ pub enum Error {
         key: String,
         field: &'static str,
     },
+    /// Runs that a report would put side by side differ in more than the swept settings.
+    #[error("runs with mismatched settings: {} and {} differ in {keys} (a report compares runs that differ only in loss, width, epochs and seed)", first.display(), other.display())]
+    MismatchedRuns {
+        first: PathBuf,
+        other: PathBuf,
+        keys: String,
+    },
     /// A file is readable but its contents are not what the format says.
     #[error("{}: {msg}", path.display())]
     Invalid { path: PathBuf, msg: String },

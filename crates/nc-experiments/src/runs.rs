@@ -209,15 +209,11 @@ pub fn scan(root: &Path) -> Result<Scan> {
     if let Some(first) = finished.first() {
         for run in &finished[1..] {
             if run.fixed_settings != first.fixed_settings {
-                return Err(Error::invalid(
-                    &run.dir,
-                    format!(
-                        "runs with mismatched settings: {} and {} differ in {} (a report compares runs that differ only in loss, width, epochs and seed)",
-                        first.dir.display(),
-                        run.dir.display(),
-                        differing_keys(&first.fixed_settings, &run.fixed_settings).join(", ")
-                    ),
-                ));
+                return Err(Error::MismatchedRuns {
+                    first: first.dir.clone(),
+                    other: run.dir.clone(),
+                    keys: differing_keys(&first.fixed_settings, &run.fixed_settings).join(", "),
+                });
             }
         }
     }

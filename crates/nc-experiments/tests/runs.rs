@@ -178,7 +178,7 @@ fn runs_that_differ_beyond_the_swept_settings_are_refused() {
     write_run(&root.join("a"), Loss::CrossEntropy, 1, 0.1, 0.9, Some(0.9));
     write_run(&root.join("b"), Loss::CrossEntropy, 2, 0.05, 0.9, Some(0.9));
     let err = Report::scan(&root).unwrap_err();
-    assert!(matches!(err, Error::Invalid { .. }), "{err:?}");
+    assert!(matches!(err, Error::MismatchedRuns { .. }), "{err:?}");
     let text = err.to_string();
     assert!(
         text.contains("mismatched settings") && text.contains("lr"),
