@@ -163,6 +163,7 @@ impl SweepDir {
                     file.write_all(format!("{} {}\n", me.host, me.pid).as_bytes())
                         .and_then(|()| file.sync_all())
                         .map_err(|e| Error::io(&path, e))?;
+                    held_locks().push(path.clone());
                     return Ok(Lock::Acquired(CellLock { path }));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -242,8 +243,29 @@ pub struct CellLock {
 
 impl Drop for CellLock {
     fn drop(&mut self) {
+        let mut held = held_locks();
+        held.retain(|p| p != &self.path);
         let _ = std::fs::remove_file(&self.path);
     }
+}
+
+/// The lock files this process holds, so that a front end stopped by a signal can release
+/// them before it exits ([`release_held_locks`]).
+fn held_locks() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    static HELD: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    HELD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Removes every cell lock this process holds (for a front end about to exit on SIGTERM,
+/// e.g. a batch system's time limit: the cell is then free for the next attempt, on any
+/// host). Returns how many were released.
+pub fn release_held_locks() -> usize {
+    let mut held = held_locks();
+    let count = held.len();
+    for path in held.drain(..) {
+        let _ = std::fs::remove_file(path);
+    }
+    count
 }
 
 /// Who holds a lock: host name and process id.

@@ -81,6 +81,54 @@ fn killing_the_sweep_ends_its_trainers() {
     std::fs::remove_dir_all(&out).unwrap();
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn a_terminated_sweep_releases_its_locks_and_ends_its_trainers() {
+    let out = scratch_dir("sweep-term");
+    let run = out.join("ce_w0.5_e100000_s1");
+    let mut args = vec![
+        "sweep",
+        "--losses",
+        "ce",
+        "--widths",
+        "0.5",
+        "--epochs",
+        "100000",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(SMALL);
+    let mut sweep = Command::new(env!("CARGO_BIN_EXE_nclab"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = out.join(".sweep/ce_w0.5_e100000_s1.lock");
+    wait_for("the trainer to start", Duration::from_secs(60), || {
+        run.join("config.json").is_file()
+    });
+    assert!(lock.is_file());
+    let status = Command::new("kill")
+        .args(["-TERM", &sweep.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = sweep.wait().unwrap().code();
+    assert_eq!(code, Some(128 + 15), "exit status of a SIGTERM-ed sweep");
+    assert!(
+        !lock.exists(),
+        "the lock must be released for the next attempt"
+    );
+    let run_text = run.display().to_string();
+    wait_for(
+        "the trainer to die with its sweep",
+        Duration::from_secs(20),
+        || processes_mentioning(&run_text).is_empty(),
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
 fn sweep_args(out: &Path) -> Vec<&str> {
     let mut args = vec![
         "sweep",

@@ -152,6 +152,7 @@ pub fn run(args: Args) -> Result<()> {
 /// Trains (or resumes) every cell of `job` that is not finished, `job.jobs` at once, each in
 /// a child process; a failed cell leaves a marker and the others go on.
 pub fn execute(job: &Job) -> Result<()> {
+    release_locks_on_termination();
     let sweep = &job.sweep;
     std::fs::create_dir_all(sweep.bookkeeping())
         .with_context(|| format!("cannot create the sweep folder {}", sweep.root.display()))?;
@@ -291,6 +292,41 @@ fn run_cell(exe: &Path, job: &Job, cell: &Cell, state: CellState, quiet: bool) -
     Ok(())
 }
 
+/// On SIGTERM, SIGINT or SIGHUP (a batch system's time limit or preemption, Ctrl-C), the
+/// sweep releases its cell locks and exits; its trainers die with it (`die_with_parent`), so
+/// the next attempt, on any host, resumes the cells. Only SIGKILL leaves locks behind.
+#[cfg(target_os = "linux")]
+fn release_locks_on_termination() {
+    use std::sync::Once;
+    static INSTALLED: Once = Once::new();
+    INSTALLED.call_once(|| {
+        // SAFETY: plain libc calls on a local, zero-initialised signal set. Blocking the
+        // signals here (before any worker thread exists) leaves them to the one thread that
+        // waits for them; spawned children unblock them again (`die_with_parent`).
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+                libc::sigaddset(&mut set, signal);
+            }
+            if libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+                return;
+            }
+            std::thread::spawn(move || {
+                let mut signal: libc::c_int = 0;
+                if libc::sigwait(&set, &mut signal) == 0 {
+                    let released = nc_experiments::sweep::release_held_locks();
+                    eprintln!("sweep stopped by signal {signal}; released {released} cell lock(s)");
+                    std::process::exit(128 + signal);
+                }
+            });
+        }
+    });
+}
+
+#[cfg(not(target_os = "linux"))]
+fn release_locks_on_termination() {}
+
 /// Asks the kernel to end `command`'s process when the thread that started it (and so this
 /// sweep) dies, even by SIGKILL (Linux's parent-death signal).
 #[cfg(target_os = "linux")]
@@ -298,9 +334,16 @@ fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     let parent = std::process::id();
     // SAFETY: the closure runs in the child between fork and exec and calls only the
-    // async-signal-safe prctl and getppid.
+    // async-signal-safe sigemptyset, sigprocmask, prctl and getppid.
     unsafe {
         command.pre_exec(move || {
+            // The sweep blocks the termination signals for its own signal thread; the
+            // trainer must receive them (the mask survives exec).
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
