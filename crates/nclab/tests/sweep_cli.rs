@@ -38,11 +38,10 @@ fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
 
 const SMALL: [&str; 4] = ["--", "--data", "synthetic:K=3,d=4,n=30", "--quiet"];
 
+/// A sweep of one cell that trains for a long time, started in `out`: the process, the
+/// cell's run directory and its lock file, once its trainer has started.
 #[cfg(target_os = "linux")]
-#[test]
-fn killing_the_sweep_ends_its_trainers() {
-    let out = scratch_dir("sweep-kill");
-    let run = out.join("ce_w0.5_e100000_s1");
+fn start_long_sweep(out: &Path) -> (std::process::Child, std::path::PathBuf, std::path::PathBuf) {
     let mut args = vec![
         "sweep",
         "--losses",
@@ -55,28 +54,45 @@ fn killing_the_sweep_ends_its_trainers() {
         out.to_str().unwrap(),
     ];
     args.extend(SMALL);
-    let mut sweep = Command::new(env!("CARGO_BIN_EXE_nclab"))
+    let sweep = Command::new(env!("CARGO_BIN_EXE_nclab"))
         .args(&args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let run_text = run.display().to_string();
+    let run = out.join("ce_w0.5_e100000_s1");
     wait_for("the trainer to start", Duration::from_secs(60), || {
         run.join("config.json").is_file()
     });
-    let trainers = processes_mentioning(&run_text);
-    assert!(!trainers.is_empty(), "no trainer process for {run_text}");
-    sweep.kill().unwrap();
-    sweep.wait().unwrap();
+    let trainers = processes_mentioning(&run.display().to_string());
+    assert!(
+        !trainers.is_empty(),
+        "no trainer process for {}",
+        run.display()
+    );
+    (sweep, run, out.join(".sweep/ce_w0.5_e100000_s1.lock"))
+}
+
+#[cfg(target_os = "linux")]
+fn wait_for_trainers_to_end(run: &Path) {
+    let run_text = run.display().to_string();
     wait_for(
         "the trainer to die with its sweep",
         Duration::from_secs(20),
         || processes_mentioning(&run_text).is_empty(),
     );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn killing_the_sweep_ends_its_trainers() {
+    let out = scratch_dir("sweep-kill");
+    let (mut sweep, run, lock) = start_long_sweep(&out);
+    sweep.kill().unwrap();
+    sweep.wait().unwrap();
+    wait_for_trainers_to_end(&run);
     // SIGKILL left the lock behind; the next sweep finds its process gone and takes the
     // cell over (the library tests stale locks).
-    let lock = out.join(".sweep/ce_w0.5_e100000_s1.lock");
     assert!(lock.is_file(), "the killed sweep could not remove its lock");
     std::fs::remove_dir_all(&out).unwrap();
 }
@@ -85,29 +101,7 @@ fn killing_the_sweep_ends_its_trainers() {
 #[test]
 fn a_terminated_sweep_releases_its_locks_and_ends_its_trainers() {
     let out = scratch_dir("sweep-term");
-    let run = out.join("ce_w0.5_e100000_s1");
-    let mut args = vec![
-        "sweep",
-        "--losses",
-        "ce",
-        "--widths",
-        "0.5",
-        "--epochs",
-        "100000",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend(SMALL);
-    let mut sweep = Command::new(env!("CARGO_BIN_EXE_nclab"))
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let lock = out.join(".sweep/ce_w0.5_e100000_s1.lock");
-    wait_for("the trainer to start", Duration::from_secs(60), || {
-        run.join("config.json").is_file()
-    });
+    let (mut sweep, run, lock) = start_long_sweep(&out);
     assert!(lock.is_file());
     let status = Command::new("kill")
         .args(["-TERM", &sweep.id().to_string()])
@@ -120,12 +114,7 @@ fn a_terminated_sweep_releases_its_locks_and_ends_its_trainers() {
         !lock.exists(),
         "the lock must be released for the next attempt"
     );
-    let run_text = run.display().to_string();
-    wait_for(
-        "the trainer to die with its sweep",
-        Duration::from_secs(20),
-        || processes_mentioning(&run_text).is_empty(),
-    );
+    wait_for_trainers_to_end(&run);
     std::fs::remove_dir_all(&out).unwrap();
 }
 
