@@ -119,3 +119,36 @@ fn a_network_too_wide_to_hold_is_refused_before_anything_is_written() {
     assert!(!out.exists(), "a refused run leaves no directory");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[cfg(target_os = "linux")]
+#[test]
+fn oversized_requests_exit_2_under_an_address_space_limit() {
+    let dir = scratch_dir("ulimit-requests");
+    let out = dir.join("wide");
+    let out_text = out.display().to_string();
+    let problem = "--classes 1000 --per-class 1000 --dim 1000 --lambda-w 5e-4 --lambda-h 5e-4 --lambda-b 5e-4";
+    let cases = [
+        format!("ufm --loss ce {problem}"),
+        format!("landscape --loss ce {problem}"),
+        format!("train --data synthetic:K=3,d=4,n=10 --width 1e6 --out {out_text}"),
+    ];
+    for case in &cases {
+        // 2 GiB of address space: the requests above would need far more.
+        let script = format!(
+            "ulimit -v 2097152 && exec '{}' {case}",
+            env!("CARGO_BIN_EXE_nclab")
+        );
+        let result = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert_eq!(result.status.code(), Some(2), "{case}: {stderr}");
+        assert!(
+            stderr.contains("above the memory limit"),
+            "{case}: {stderr}"
+        );
+    }
+    assert!(!out.exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
