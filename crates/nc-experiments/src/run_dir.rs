@@ -333,16 +333,21 @@ pub fn read_metrics(dir: &RunDir) -> Result<Vec<MetricsRow>> {
     let csv = std::fs::read_to_string(&cp).map_err(|e| Error::io(&cp, e))?;
     let csv_lines: Vec<&str> = csv.lines().skip(1).collect();
     let json_lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
-    if csv_lines.len() != json_lines.len() {
+    // Both files are rewritten whole, metrics.jsonl first: a writer killed between the two
+    // renames leaves one more row in metrics.jsonl. That row is after the last checkpoint
+    // (state.json is written after both), so the rows both files hold are the ones to keep.
+    let rows = csv_lines.len().min(json_lines.len());
+    if json_lines.len() > rows + 1 || csv_lines.len() > rows {
         return Err(Error::RunDir {
             path: dir.root.clone(),
             msg: "metrics.jsonl and metrics.csv have different numbers of rows".into(),
         });
     }
+    let (json_lines, csv_lines) = (&json_lines[..rows], &csv_lines[..rows]);
     json_lines
         .iter()
         .zip(csv_lines)
-        .map(|(l, c)| {
+        .map(|(l, &c)| {
             let mut r = MetricsRow::from_json_line(l)
                 .ok_or_else(|| Error::invalid(&p, format!("bad line {l:?}")))?;
             r.raw = Some((l.to_string(), c.to_string()));

@@ -923,3 +923,73 @@ fn a_run_that_fails_before_its_first_epoch_leaves_nothing_behind() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// Child of the random-kill test: trains (or resumes) the run in NCTRAIN_RANDOM_DIR to the
+/// end unless killed first.
+#[test]
+#[ignore = "helper process for resume_after_sigkills_at_random_moments_matches"]
+fn child_run_until_killed() {
+    let Some(dir) = std::env::var_os("NCTRAIN_RANDOM_DIR") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    if dir.join("config.json").is_file() {
+        let _ = resume(&dir, quiet());
+    } else {
+        let _ = train(checked(&kill_cfg()), &dir, quiet());
+    }
+}
+
+#[test]
+fn resume_after_sigkills_at_random_moments_matches() {
+    let reference = tmp("random-ref");
+    let started = std::time::Instant::now();
+    train(checked(&kill_cfg()), &reference, quiet()).unwrap();
+    let window = started.elapsed().as_micros().max(1) as u64;
+    let dir = tmp("random-run");
+    // Three kills at moments drawn from the clock, anywhere in a run's length: before the
+    // first file, mid-epoch, mid-write or after the end.
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    let mut moments = Vec::new();
+    for _ in 0..3 {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let delay = (seed >> 33) % window;
+        moments.push(delay);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_run_until_killed",
+                "--ignored",
+                "--test-threads",
+                "1",
+            ])
+            .env("NCTRAIN_RANDOM_DIR", &dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(delay));
+        let _ = child.kill(); // SIGKILL (or nothing, when it has finished)
+        child.wait().unwrap();
+    }
+    if dir.join("config.json").is_file() {
+        resume(&dir, quiet()).unwrap();
+    } else {
+        train(checked(&kill_cfg()), &dir, quiet()).unwrap();
+    }
+    for file in ["metrics.jsonl", "metrics.csv", "final.safetensors"] {
+        assert_eq!(
+            std::fs::read(dir.join(file)).unwrap(),
+            std::fs::read(reference.join(file)).unwrap(),
+            "{file} after kills at {moments:?} us"
+        );
+    }
+    for d in [reference, dir] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
