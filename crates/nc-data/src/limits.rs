@@ -7,8 +7,6 @@
 //! of the machine's physical memory, and never more than half of the process's address-space
 //! limit (`ulimit -v`) when one is set.
 
-use crate::error::{DataError, Result};
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// 0 = not set.
@@ -54,20 +52,6 @@ pub fn max_memory() -> u64 {
         Some(limit) => chosen.min(limit / 2),
         None => chosen,
     }
-}
-
-/// Refuses `bytes` of `what` for `path` when they exceed the ceiling.
-pub fn check(path: &Path, what: &str, bytes: u64) -> Result<()> {
-    let limit = max_memory();
-    if bytes > limit {
-        return Err(DataError::TooLarge {
-            path: path.to_path_buf(),
-            what: what.to_string(),
-            bytes,
-            limit,
-        });
-    }
-    Ok(())
 }
 
 /// `MemTotal` of `/proc/meminfo`, in bytes.

@@ -67,8 +67,8 @@ pub(crate) enum NpyProblem {
     Invalid(String),
     /// A valid header with a dtype we do not read.
     Dtype(String),
-    /// Data of this many bytes would exceed the memory ceiling ([`crate::limits`]).
-    TooLarge(u64),
+    /// Data of `bytes` would exceed the memory ceiling `limit` ([`crate::limits`]).
+    TooLarge { bytes: u64, limit: u64 },
     /// An operating-system (or decompression) error.
     Io(io::Error),
 }
@@ -92,11 +92,11 @@ impl NpyProblem {
             NpyProblem::Invalid(reason) => {
                 DataError::format(path, format, format!("{prefix}{reason}"))
             }
-            NpyProblem::TooLarge(bytes) => DataError::TooLarge {
+            NpyProblem::TooLarge { bytes, limit } => DataError::TooLarge {
                 path: path.to_path_buf(),
                 what: what(),
                 bytes,
-                limit: crate::limits::max_memory(),
+                limit,
             },
             NpyProblem::Dtype(dtype) => DataError::UnsupportedDtype {
                 path: path.to_path_buf(),
@@ -191,8 +191,12 @@ pub(crate) fn read_npy_stream(
         }
     }
     // A compressed member may inflate to whatever its header declares: check before reading.
-    if data_bytes as u64 > crate::limits::max_memory() {
-        return Err(NpyProblem::TooLarge(data_bytes as u64));
+    let limit = crate::limits::max_memory();
+    if data_bytes as u64 > limit {
+        return Err(NpyProblem::TooLarge {
+            bytes: data_bytes as u64,
+            limit,
+        });
     }
     let data = match read_elements(reader, header.dtype, count) {
         Ok(data) => data,

@@ -49,6 +49,24 @@ fn write_bomb(path: &Path, dim: usize) {
     zip.finish().unwrap();
 }
 
+/// Runs `nclab ARGS` (a shell-quoted argument string) under `ulimit -v KIB`; returns the
+/// exit status and stderr.
+#[cfg(target_os = "linux")]
+fn nclab_under_ulimit(kib: u64, args: &str) -> (Option<i32>, String) {
+    let script = format!(
+        "ulimit -v {kib} && exec '{}' {args}",
+        env!("CARGO_BIN_EXE_nclab")
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn a_compressed_member_that_inflates_past_the_limit_is_refused() {
     let dir = scratch_dir("bomb");
@@ -83,17 +101,8 @@ fn under_an_address_space_limit_the_default_ceiling_follows_it() {
     let bomb = dir.join("bomb.npz");
     // 1 GiB of features when inflated, under a 1 GiB address-space limit.
     write_bomb(&bomb, 1 << 27);
-    let script = format!(
-        "ulimit -v 1048576 && exec '{}' analyze '{}'",
-        env!("CARGO_BIN_EXE_nclab"),
-        bomb.display()
-    );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let (code, stderr) = nclab_under_ulimit(1 << 20, &format!("analyze '{}'", bomb.display()));
+    assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("above the memory limit"), "{stderr}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -134,16 +143,8 @@ fn oversized_requests_exit_2_under_an_address_space_limit() {
     ];
     for case in &cases {
         // 2 GiB of address space: the requests above would need far more.
-        let script = format!(
-            "ulimit -v 2097152 && exec '{}' {case}",
-            env!("CARGO_BIN_EXE_nclab")
-        );
-        let result = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&result.stderr);
-        assert_eq!(result.status.code(), Some(2), "{case}: {stderr}");
+        let (code, stderr) = nclab_under_ulimit(2 << 20, case);
+        assert_eq!(code, Some(2), "{case}: {stderr}");
         assert!(
             stderr.contains("above the memory limit"),
             "{case}: {stderr}"
