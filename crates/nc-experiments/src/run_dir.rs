@@ -44,6 +44,35 @@ pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
+/// Whether `root` holds nothing but what [`RunDir::create`] makes before the first file:
+/// `checkpoints/last` and `checkpoints/best`, both empty, and the `.write-test` probe.
+fn holds_only_an_unstarted_skeleton(root: &Path) -> Result<bool> {
+    let names = |dir: &Path| -> Result<Vec<std::ffi::OsString>> {
+        std::fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .map(|entry| entry.map(|e| e.file_name()).map_err(|e| Error::io(dir, e)))
+            .collect()
+    };
+    for name in names(root)? {
+        match name.to_str() {
+            Some(".write-test") => {}
+            Some("checkpoints") if root.join("checkpoints").is_dir() => {
+                for inner in names(&root.join("checkpoints"))? {
+                    let folder = root.join("checkpoints").join(&inner);
+                    let is_empty_folder = matches!(inner.to_str(), Some("last" | "best"))
+                        && folder.is_dir()
+                        && names(&folder)?.is_empty();
+                    if !is_empty_folder {
+                        return Ok(false);
+                    }
+                }
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 /// The names of the tensors in `final.safetensors` (all f32, row-major).
 pub mod final_tensors {
     /// The classifier W, K x d.
@@ -80,8 +109,11 @@ impl RunDir {
             if !root.is_dir() {
                 return Err(err("exists and is not a directory".into()));
             }
-            let mut it = std::fs::read_dir(root).map_err(|e| Error::io(root, e))?;
-            if it.next().is_some() {
+            // What a creation killed before config.json leaves (the empty checkpoint folders,
+            // a probe or temporary file of a dead process) counts as empty: the run never
+            // started, and could neither be resumed nor started again otherwise.
+            nc_data::io::remove_stale_temps(root)?;
+            if !holds_only_an_unstarted_skeleton(root)? {
                 return Err(Error::RunDirNotEmpty { path: root.into() });
             }
         }

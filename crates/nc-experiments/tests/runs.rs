@@ -226,3 +226,26 @@ fn reopening_a_run_removes_the_temporary_files_killed_writers_left() {
     assert!(dir.join("metrics.jsonl").is_file());
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_creation_killed_before_its_first_file_can_be_created_again() {
+    let root = scratch("unstarted");
+    let dir = root.join("run");
+    RunDir::create(&dir).unwrap();
+    std::fs::write(dir.join(".write-test"), b"ok").unwrap();
+    // The skeleton alone: created again.
+    RunDir::create(&dir).unwrap();
+    // Anything more is somebody's data.
+    std::fs::write(dir.join("checkpoints/last/model-e1.bpk"), b"x").unwrap();
+    assert!(matches!(
+        RunDir::create(&dir),
+        Err(nc_experiments::Error::RunDirNotEmpty { .. })
+    ));
+    std::fs::remove_file(dir.join("checkpoints/last/model-e1.bpk")).unwrap();
+    std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+    assert!(matches!(
+        RunDir::create(&dir),
+        Err(nc_experiments::Error::RunDirNotEmpty { .. })
+    ));
+    std::fs::remove_dir_all(&root).unwrap();
+}
