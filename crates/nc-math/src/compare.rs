@@ -207,4 +207,59 @@ mod tests {
         assert!(linear_cka(&values(1, 12), 3, &values(2, 15), 3).is_err());
         assert!(linear_cka(&[f64::NAN; 6], 3, &values(2, 6), 3).is_err());
     }
+
+    /// CKA is undefined when either feature set is constant (its Gram matrix is 0), and
+    /// the Procrustes distance when either configuration is a single point; rows that do
+    /// not divide into the dimension, empty inputs and NaN in either input are refused.
+    #[test]
+    fn each_argument_is_checked_on_its_own() {
+        let (x, constant) = (values(3, 12), [2.5; 12]);
+        for (a, b) in [(&x[..], &constant[..]), (&constant[..], &x[..])] {
+            assert!(matches!(
+                linear_cka(a, 3, b, 3),
+                Err(Error::InvalidArgument(_))
+            ));
+            assert!(matches!(
+                procrustes_distance(a, 3, b, 3),
+                Err(Error::DegenerateMeans)
+            ));
+        }
+        let mut with_nan = x.clone();
+        with_nan[7] = f64::NAN;
+        for (a, b) in [(&x[..], &with_nan[..]), (&with_nan[..], &x[..])] {
+            assert!(matches!(
+                linear_cka(a, 3, b, 3),
+                Err(Error::InvalidArgument(_))
+            ));
+            assert!(matches!(
+                procrustes_distance(a, 3, b, 3),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        for dim in [0, 5] {
+            assert!(matches!(
+                linear_cka(&x, dim, &x, 3),
+                Err(Error::InvalidArgument(_))
+            ));
+            assert!(matches!(
+                procrustes_distance(&x, 3, &x, dim),
+                Err(Error::InvalidArgument(_))
+            ));
+        }
+        assert!(matches!(
+            linear_cka(&[], 3, &x, 3),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            linear_cka(&x, 3, &values(4, 15), 3),
+            Err(Error::Mismatch(_))
+        ));
+        assert!(matches!(
+            procrustes_distance(&x, 3, &values(4, 15), 3),
+            Err(Error::Mismatch(_))
+        ));
+        // Different dimensions with the same number of rows are fine.
+        assert!(linear_cka(&x, 3, &values(5, 16), 4).is_ok());
+        assert!(procrustes_distance(&x, 3, &values(5, 8), 2).is_ok());
+    }
 }

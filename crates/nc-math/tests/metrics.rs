@@ -919,3 +919,245 @@ fn classifier_predictions_are_the_first_largest_logit() {
     // h = (0, 0) gives (0, 0, -1, 0.5): class 3.
     assert_eq!(clf.predict(&[0.0, 0.0]), 3);
 }
+
+/// Samples around K centres; each labelled with its own centre's class with probability
+/// `faithful`, else with a uniformly random class: labels agree with the decisions of a
+/// classifier aligned with the centres well above chance (0.7) or at chance (0.0).
+fn mislabelled(
+    rng: &mut StdRng,
+    k: usize,
+    d: usize,
+    n: usize,
+    spread: f64,
+    faithful: f64,
+) -> (Vec<f64>, Vec<u32>, Vec<f64>) {
+    let centres: Vec<f64> = gaussian(rng, k * d).iter().map(|c| 3.0 * c).collect();
+    let mut features = Vec::with_capacity(n * d);
+    let mut labels = Vec::with_capacity(n);
+    for i in 0..n {
+        let own = i % k;
+        features.extend(
+            (0..d).map(|j| centres[own * d + j] + spread * rng.sample::<f64, _>(StandardNormal)),
+        );
+        let label = if rng.random_bool(faithful) {
+            own
+        } else {
+            rng.random_range(0..k)
+        };
+        labels.push(label as u32);
+    }
+    (features, labels, centres)
+}
+
+/// Every decision route (projections, f32 logits under their bound, f64 logits; f32 values
+/// read as f32, as f64 and as unaligned little-endian bytes) must count exactly the
+/// brute-force decisions, on labels that agree with the classifier only in part or not at
+/// all, so that a route deciding any sample differently shows in `accuracy` or `nc4`.
+#[test]
+fn every_route_counts_the_brute_force_decisions_on_unrelated_labels() {
+    let mut rng = StdRng::seed_from_u64(43);
+    // d = 24 > 2 (K-1): projections first; d = 6 <= 2 (K-1): f32 logits straight away.
+    for &(k, d) in &[(5, 24), (6, 6)] {
+        for faithful in [0.7, 0.0] {
+            for (name, spread, aligned) in [
+                ("collapsed", 0.05, true),
+                ("spread", 1.5, true),
+                ("random W", 1.0, false),
+            ] {
+                let (features, labels, centres) =
+                    mislabelled(&mut rng, k, d, 700, spread, faithful);
+                let weight = if aligned {
+                    centres
+                        .iter()
+                        .map(|c| c + 0.01 * rng.sample::<f64, _>(StandardNormal))
+                        .collect()
+                } else {
+                    gaussian(&mut rng, k * d)
+                };
+                let clf = Classifier::new(k, d, weight, Some(gaussian(&mut rng, k))).unwrap();
+                let as_f32: Vec<f32> = features.iter().map(|&x| x as f32).collect();
+                let widened: Vec<f64> = as_f32.iter().map(|&x| f64::from(x)).collect();
+                let data = Data {
+                    features: widened.clone(),
+                    labels: labels.clone(),
+                    dim: d,
+                    classes: k,
+                };
+                let (expected, _) = brute_force(&data, Some(&clf), None);
+                let case = format!("K={k}, d={d}, {name}, labels faithful {faithful}");
+                if faithful > 0.0 && aligned {
+                    assert!(
+                        expected.accuracy.unwrap() > 0.6,
+                        "{case}: {:?}",
+                        expected.accuracy
+                    );
+                } else {
+                    assert!(
+                        expected.accuracy.unwrap() < 0.45,
+                        "{case}: {:?}",
+                        expected.accuracy
+                    );
+                }
+                let bytes: Vec<u8> = std::iter::once(0u8)
+                    .chain(as_f32.iter().flat_map(|x| x.to_le_bytes()))
+                    .collect();
+                let le32 = LeF32::slice_from_bytes(&bytes[1..]).unwrap();
+                let routes = [
+                    (
+                        "f64",
+                        compute_metrics(&widened, &labels, d, k, Some(&clf), None).unwrap(),
+                    ),
+                    (
+                        "f32",
+                        compute_metrics(&as_f32, &labels, d, k, Some(&clf), None).unwrap(),
+                    ),
+                    (
+                        "LeF32",
+                        compute_metrics(le32, &labels, d, k, Some(&clf), None).unwrap(),
+                    ),
+                ];
+                for (route, got) in routes {
+                    assert_eq!(got.accuracy, expected.accuracy, "{case}, {route} features");
+                    assert_eq!(got.nc4, expected.nc4, "{case}, {route} features");
+                    assert_eq!(
+                        got.ncc_accuracy, expected.ncc_accuracy,
+                        "{case}, {route} features"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Three shards of uneven sizes and an empty one, merged in both phases (as accumulators and
+/// as states), give the one-pass metrics; the merged counters carry on: a later batch names
+/// its bad row counted over every merged row, and a merged phase-1 state reads back.
+#[test]
+fn uneven_shards_with_an_empty_one_merge_to_one_pass() {
+    let mut rng = StdRng::seed_from_u64(47);
+    let (k, d) = (4, 6);
+    let data = random_data(&mut rng, k, d, 1.0, 0.6);
+    let clf = random_classifier(&mut rng, k, d);
+    let whole = metrics_of(&data, Some(&clf));
+    let n = data.labels.len();
+    let cuts = [0, 3, 3, n / 2, n];
+    let shard = |s: usize| {
+        (
+            &data.features[cuts[s] * d..cuts[s + 1] * d],
+            &data.labels[cuts[s]..cuts[s + 1]],
+        )
+    };
+
+    let mut phase1: Vec<MeanAccumulator> = (0..4)
+        .map(|s| {
+            let mut acc = MeanAccumulator::new(k, d);
+            let (f, l) = shard(s);
+            acc.add_batch(f, l).unwrap();
+            acc
+        })
+        .collect();
+    let mut merged = phase1.remove(3);
+    for other in &phase1 {
+        merged.merge(other).unwrap();
+    }
+    let state = serde_json::to_string(&merged).unwrap();
+    let mut read_back: MeanAccumulator = serde_json::from_str(&state).unwrap();
+    assert_eq!(read_back, merged);
+    let bad = read_back.add_batch(&[0.0; 3 * 6], &[0, 1, 9]);
+    assert!(
+        matches!(bad, Err(Error::LabelOutOfRange { label: 9, row, .. }) if row == n + 2),
+        "{bad:?}"
+    );
+    let means = merged.finish().unwrap();
+    assert_eq!(means.counts().unwrap().iter().sum::<u64>(), n as u64);
+
+    let plan = MetricsPlan::new(&means, Some(&clf), None).unwrap();
+    let mut phase2 = plan.accumulator();
+    let (f, l) = shard(2);
+    phase2.add_batch(f, l).unwrap();
+    for s in [0, 1, 3] {
+        let mut acc = plan.accumulator();
+        let (f, l) = shard(s);
+        acc.add_batch(f, l).unwrap();
+        if s == 3 {
+            phase2.merge_state(acc.state()).unwrap();
+        } else {
+            phase2.merge(&acc).unwrap();
+        }
+    }
+    let mut carried_on =
+        nc_math::metrics::ScatterAccumulator::from_state(&plan, phase2.state().clone()).unwrap();
+    let bad = carried_on.add_batch(&[0.0; 2 * 6], &[4, 0]);
+    assert!(
+        matches!(bad, Err(Error::LabelOutOfRange { label: 4, row, .. }) if row == n),
+        "{bad:?}"
+    );
+    let bad = carried_on.add_batch(&[0.0; 6], &[0, 1]);
+    assert!(matches!(bad, Err(Error::Shape { .. })), "{bad:?}");
+    assert_metrics_close(&phase2.finish().unwrap(), &whole, 1e-12);
+}
+
+/// Means given directly: K = 2 is allowed, the global mean is the plain mean of the class
+/// means, and they drive the NCC rule as the reference; means from samples keep their
+/// counts and give the sample mean.
+#[test]
+fn class_means_given_directly_or_from_samples() {
+    let given = ClassMeans::from_means(2, 3, vec![1.0, 2.0, 3.0, -3.0, 0.0, 5.0]).unwrap();
+    assert_eq!(
+        (given.num_classes(), given.dim(), given.counts()),
+        (2, 3, None)
+    );
+    assert_eq!(given.means(), &[1.0, 2.0, 3.0, -3.0, 0.0, 5.0]);
+    assert_eq!(given.mean(1), &[-3.0, 0.0, 5.0]);
+    assert_eq!(given.global_mean(), &[-1.0, 1.0, 4.0]);
+    assert!(matches!(
+        ClassMeans::from_means(1, 3, vec![0.0; 3]),
+        Err(Error::TooFewClasses(1))
+    ));
+    assert!(matches!(
+        ClassMeans::from_means(2, 3, vec![0.0; 5]),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        ClassMeans::from_means(2, 1, vec![0.0, f64::NAN]),
+        Err(Error::NonFinite { .. })
+    ));
+
+    // Class 0: three samples at 0, 1, 2 (mean 1); class 1: one sample at 9. Sample mean 3.
+    let mut acc = MeanAccumulator::new(2, 1);
+    acc.add_batch(&[0.0, 9.0, 1.0, 2.0], &[0, 1, 0, 0]).unwrap();
+    let own = acc.finish().unwrap();
+    assert_eq!(
+        (own.num_classes(), own.dim(), own.counts()),
+        (2, 1, Some(&[3u64, 1][..]))
+    );
+    assert_eq!(own.means(), &[1.0, 9.0]);
+    assert_eq!(own.global_mean(), &[3.0]);
+
+    // As the NCC reference, means at (8, 10) keep 0, 1 and 2 in class 0 (right for them)
+    // and tie the sample at 9 between the two, a tie that goes to class 0 (wrong for it):
+    // ncc accuracy 3/4, where the own means (1, 9) get all four right.
+    let features = [0.0, 9.0, 1.0, 2.0];
+    let labels = [0u32, 1, 0, 0];
+    let reference = ClassMeans::from_means(2, 1, vec![8.0, 10.0]).unwrap();
+    let m = compute_metrics(&features, &labels, 1, 2, None, Some(&reference)).unwrap();
+    assert_eq!(m.ncc_accuracy, 0.75);
+    let own_rule = compute_metrics(&features, &labels, 1, 2, None, None).unwrap();
+    assert_eq!(own_rule.ncc_accuracy, 1.0);
+    let clf = Classifier::new(2, 1, vec![1.0, -1.0], None).unwrap();
+    assert_eq!((clf.num_classes(), clf.dim()), (2, 1));
+}
+
+/// The rank cutoff keeps singular values of the centred means above 1e-8 of the largest:
+/// means whose two singular values have the ratio 1e-8 (1 +/- 1e-6) keep 2 and 1 directions.
+#[test]
+fn the_rank_cutoff_sits_at_1e_8_of_the_largest_singular_value() {
+    // mu_0 = (1, t), mu_1 = (-1, t), mu_2 = (0, -2t): orthogonal rows of M with norms
+    // sqrt(2) and sqrt(6) t, so the ratio of singular values is sqrt(3) t.
+    for (ratio, rank) in [(1e-8 * (1.0 + 1e-6), 2), (1e-8 * (1.0 - 1e-6), 1)] {
+        let t = ratio / 3f64.sqrt();
+        let features = [1.0, t, -1.0, t, 0.0, -2.0 * t];
+        let m = compute_metrics(&features, &[0, 1, 2], 2, 3, None, None).unwrap();
+        assert_eq!(m.sigma_b_rank, rank, "ratio {ratio:e}");
+    }
+}

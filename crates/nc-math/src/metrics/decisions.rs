@@ -319,3 +319,6 @@ impl F32Logits {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

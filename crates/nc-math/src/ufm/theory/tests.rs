@@ -148,3 +148,73 @@ fn cases_outside_the_theory_are_named() {
     );
     assert!(not_covered_reason(&ufm(Loss::CrossEntropy, 5, 2, 4, 0.1, 0.1, 0.1)).is_none());
 }
+
+/// c = sqrt(n lW lH) a hair below 1/K puts the cross-entropy optimum at a margin far below
+/// the first grid point past 0 (1e-10 of the bracket): it must still be found, and must
+/// beat the origin, as a brute-force scan of [0, 4 r*] and the stationarity of g confirm.
+#[test]
+fn an_optimum_inside_the_first_grid_cell_is_found() {
+    let k = 4;
+    // c = K^-1 (1 - 1e-11): lW = lH = c / sqrt(n).
+    let c = (1.0 - 1e-11) / k as f64;
+    let n = 5;
+    let lambda = c / (n as f64).sqrt();
+    let u = ufm(Loss::CrossEntropy, k, n, 4, lambda, lambda, 0.0);
+    let opt = optimum(&u).unwrap();
+    let r_max = (k as f64).ln() / ((k - 1) as f64 * c);
+    assert!(
+        opt.margin > 0.0 && opt.margin < 1e-10 * r_max,
+        "{opt:?} (first grid point {})",
+        1e-10 * r_max
+    );
+    assert!(!opt.origin_is_optimal && !opt.origin_is_spurious_local_minimum());
+    // g(r*) is below g(0) by about 1e-22, under the rounding of g(0) = ln K.
+    let origin_value = margin_loss(&u.loss, k, 0.0);
+    assert!(
+        opt.value <= origin_value,
+        "{} vs g(0) = {origin_value}",
+        opt.value
+    );
+    assert!(opt.value <= brute_force_minimum(&u, 4.0 * opt.margin) + 1e-15);
+    let (_, slope) = margin_objective(&u, opt.margin);
+    assert!(slope.abs() < 1e-12, "g'(r*) = {slope}");
+    // For ce, L(r) = log(e^r + K - 1) - r, so g'(0) = (K-1)(c - 1/K), g''(0) = (K-1)/K^2,
+    // and r* = -g'(0)/g''(0) up to a relative O(r*); g' cancels to about 1e-16 absolute,
+    // which bounds the accuracy of r* (g'' r* is about 1e-11).
+    let curvature = (k - 1) as f64 / (k * k) as f64;
+    let predicted = (k - 1) as f64 * (1.0 / k as f64 - c) / curvature;
+    assert!(
+        (opt.margin - predicted).abs() < 1e-3 * predicted,
+        "{} vs {predicted}",
+        opt.margin
+    );
+}
+
+/// The spurious-minimum verdict is false wherever it must be: an optimal origin (strong
+/// regularisation), an origin that is not a local minimiser (weak regularisation), and the
+/// losses whose g is convex.
+#[test]
+fn the_spurious_minimum_verdict_is_false_where_the_origin_is_not_one() {
+    let optimal = optimum(&ufm(Loss::CrossEntropy, 4, 5, 4, 0.12, 0.12, 0.0)).unwrap();
+    assert!(optimal.origin_is_optimal);
+    assert!(!optimal.origin_is_spurious_local_minimum());
+    for loss in all_losses() {
+        let weak = optimum(&ufm(loss, 5, 10, 8, 1e-3, 2e-3, 0.0)).unwrap();
+        assert!(!weak.origin_is_optimal, "{loss}");
+        assert!(weak.margin_minima[0].margin > 0.0, "{loss}: {weak:?}");
+        assert!(!weak.origin_is_spurious_local_minimum(), "{loss}");
+    }
+    // Focal loss, K = 100, (K-1) c below |L'(0)|: the origin is not a local minimiser.
+    let fl = optimum(&ufm(
+        Loss::Focal { gamma: 3.0 },
+        100,
+        10,
+        100,
+        3e-3,
+        3e-3,
+        0.0,
+    ))
+    .unwrap();
+    assert!(fl.margin_minima.iter().all(|m| m.margin > 0.0), "{fl:?}");
+    assert!(!fl.origin_is_spurious_local_minimum());
+}
