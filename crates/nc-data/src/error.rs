@@ -82,6 +82,11 @@ pub enum DataError {
         expected: &'static str,
     },
 
+    /// Bytes that are not a partial state of the metrics engine ([`crate::partial_state`]),
+    /// or two states that cannot be merged.
+    #[error("not a valid nclab partial state: {reason}")]
+    InvalidPartialState { reason: String },
+
     /// A synthetic data-set description such as `K=10,d=32,n=500` that cannot be parsed.
     #[error("invalid synthetic data spec '{spec}': {reason} (expected e.g. 'K=10,d=32,n=500' with optional 'noise=0.5' and 'seed=0')")]
     InvalidSyntheticSpec { spec: String, reason: String },

@@ -7,6 +7,7 @@
 //! - [`embedded`]: the 10,000-digit MNIST subset shipped inside the crate.
 //! - [`io`]: opening inputs (regular files only) and atomic file writing for every output.
 //! - [`limits`]: the memory ceiling input-sized allocations are checked against.
+//! - [`partial_state`]: the versioned bytes of one phase of the metrics engine's sums.
 //!
 //! Every fallible function returns [`Result`], whose [`DataError`] names the file and what
 //! was expected; no input makes these functions panic.
@@ -22,6 +23,7 @@ pub mod limits;
 pub mod mapped;
 pub mod npy;
 pub mod npz;
+pub mod partial_state;
 pub mod safetensors;
 pub mod synthetic;
 

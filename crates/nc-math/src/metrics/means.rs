@@ -49,6 +49,56 @@ impl MeanAccumulator {
         }
     }
 
+    /// An accumulator from its sums, as read from a format outside serde (the partial-state
+    /// bytes of `nc_data::partial_state`): `counts` (K) samples per class and `sums` (K x d,
+    /// row-major) their feature sums. Refused unless the shapes fit and every sum is finite.
+    pub fn from_parts(
+        num_classes: usize,
+        dim: usize,
+        counts: Vec<u64>,
+        sums: Vec<f64>,
+    ) -> Result<Self> {
+        let rows_seen = counts
+            .iter()
+            .try_fold(0u64, |n, &c| n.checked_add(c))
+            .ok_or_else(|| Error::Mismatch("the class counts overflow u64".into()))?;
+        let state = Self {
+            num_classes,
+            dim,
+            counts,
+            sums,
+            rows_seen,
+        };
+        state.check_shapes()?;
+        check_finite("class sums", &state.sums, dim)?;
+        Ok(state)
+    }
+
+    /// K.
+    pub fn num_classes(&self) -> usize {
+        self.num_classes
+    }
+
+    /// d.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Samples per class so far.
+    pub fn counts(&self) -> &[u64] {
+        &self.counts
+    }
+
+    /// Per-class feature sums so far, K x d row-major.
+    pub fn sums(&self) -> &[f64] {
+        &self.sums
+    }
+
+    /// The rows added so far, over all batches and merged shards.
+    pub fn rows_seen(&self) -> u64 {
+        self.rows_seen
+    }
+
     /// K counts adding up to the rows seen, and K x d sums.
     fn check_shapes(&self) -> Result<()> {
         let (k, d) = (self.num_classes, self.dim);
@@ -237,5 +287,31 @@ impl ClassMeans {
         Mat::from_fn(self.dim, self.num_classes, |i, k| {
             self.mean(k)[i] - self.global_mean[i]
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_round_trip_and_bad_parts_are_refused() {
+        let mut acc = MeanAccumulator::new(3, 2);
+        let features = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        acc.add_batch(&features, &[0, 2, 2, 1]).unwrap();
+        assert_eq!((acc.num_classes(), acc.dim(), acc.rows_seen()), (3, 2, 4));
+        assert_eq!(acc.counts(), &[1, 1, 2]);
+        assert_eq!(acc.sums(), &[1.0, 2.0, 7.0, 8.0, 8.0, 10.0]);
+        let back =
+            MeanAccumulator::from_parts(3, 2, acc.counts().to_vec(), acc.sums().to_vec()).unwrap();
+        assert_eq!(back, acc);
+        // Wrong number of counts, wrong number of sums, a non-finite sum, overflowing counts.
+        assert!(MeanAccumulator::from_parts(3, 2, vec![1, 1], vec![0.0; 6]).is_err());
+        assert!(MeanAccumulator::from_parts(3, 2, vec![1, 1, 2], vec![0.0; 5]).is_err());
+        let mut sums = vec![0.0; 6];
+        sums[3] = f64::NAN;
+        let err = MeanAccumulator::from_parts(3, 2, vec![1, 1, 2], sums).unwrap_err();
+        assert!(err.to_string().contains("row 1, column 1"), "{err}");
+        assert!(MeanAccumulator::from_parts(2, 1, vec![u64::MAX, 1], vec![0.0; 2]).is_err());
     }
 }

@@ -50,8 +50,100 @@ impl ScatterState {
     }
 
     /// The rows added so far, over all batches.
-    fn rows_seen(&self) -> u64 {
+    pub fn rows_seen(&self) -> u64 {
         self.class_counts.iter().sum()
+    }
+
+    /// A state from its numbers, as read from a format outside serde (the partial-state
+    /// bytes of `nc_data::partial_state`); the order of `counters` is that of
+    /// [`Self::counters`]. Refused when the per-class vectors differ in length, a sum is
+    /// negative or not finite, or a counter exceeds the rows the class counts add up to.
+    pub fn from_parts(
+        class_counts: Vec<u64>,
+        projected_sq: Vec<f64>,
+        deviation_sq: Vec<f64>,
+        counters: [u64; 4],
+    ) -> Result<Self> {
+        if class_counts.len() != deviation_sq.len() {
+            return Err(Error::Mismatch(format!(
+                "a phase-2 state needs one variance sum per class: {} class counts, {} sums",
+                class_counts.len(),
+                deviation_sq.len()
+            )));
+        }
+        if let Some(bad) = projected_sq
+            .iter()
+            .chain(&deviation_sq)
+            .find(|v| !(v.is_finite() && **v >= 0.0))
+        {
+            return Err(Error::InvalidArgument(format!(
+                "a phase-2 state holds the sum of squares {bad}, expected finite and >= 0"
+            )));
+        }
+        let rows = class_counts
+            .iter()
+            .try_fold(0u64, |n, &c| n.checked_add(c))
+            .ok_or_else(|| Error::Mismatch("the class counts overflow u64".into()))?;
+        if let Some(&bad) = counters.iter().find(|&&c| c > rows) {
+            return Err(Error::Mismatch(format!(
+                "a phase-2 state counts {bad} decisions over only {rows} samples"
+            )));
+        }
+        let [correct, ncc_correct, ncc_mismatch, decided_by_projection] = counters;
+        Ok(Self {
+            class_counts,
+            projected_sq,
+            deviation_sq,
+            correct,
+            ncc_correct,
+            ncc_mismatch,
+            decided_by_projection,
+        })
+    }
+
+    /// Samples per class (K).
+    pub fn class_counts(&self) -> &[u64] {
+        &self.class_counts
+    }
+
+    /// sum_i (u_j^T (h_i - mu_{y_i}))^2 for each kept direction j (r values).
+    pub fn projected_sq(&self) -> &[f64] {
+        &self.projected_sq
+    }
+
+    /// sum over class k of ||h - mu_k||^2 (K values).
+    pub fn deviation_sq(&self) -> &[f64] {
+        &self.deviation_sq
+    }
+
+    /// The decision counters: [classifier correct, NCC correct, classifier != NCC,
+    /// decided from the projections].
+    pub fn counters(&self) -> [u64; 4] {
+        [
+            self.correct,
+            self.ncc_correct,
+            self.ncc_mismatch,
+            self.decided_by_projection,
+        ]
+    }
+
+    /// Adds a shard's state to this one, without a plan (e.g. where states from several
+    /// processes meet before any plan exists there); an error unless the shapes are equal.
+    /// Whether both belong to the same plan is for the caller to know (see the type's
+    /// documentation).
+    pub fn merge(&mut self, other: &ScatterState) -> Result<()> {
+        let shape = |s: &ScatterState| (s.class_counts.len(), s.projected_sq.len());
+        if shape(self) != shape(other) {
+            return Err(Error::Mismatch(format!(
+                "cannot merge a phase-2 state of K={} and rank {} into one of K={} and rank {}",
+                shape(other).0,
+                shape(other).1,
+                shape(self).0,
+                shape(self).1
+            )));
+        }
+        self.add(other);
+        Ok(())
     }
 
     /// `Ok` when the state has the shapes of `plan`'s states.
@@ -513,5 +605,53 @@ mod tests {
         assert_eq!(decided(aligned, &collapsed), (n, Some(1.0)));
         let (by_projection, _) = decided(random, &spread_out);
         assert!(by_projection < n / 2, "{by_projection} of {n}");
+    }
+
+    #[test]
+    fn parts_round_trip_merge_and_bad_parts_are_refused() {
+        let (k, d) = (3, 2);
+        let features = [
+            0.0f64, 0.0, 1.0, 0.5, 4.0, 1.0, 5.0, 0.0, 0.0, 3.0, 0.5, 4.0,
+        ];
+        let labels = [0, 0, 1, 1, 2, 2];
+        let clf = Classifier::new(k, d, vec![-1.0, -1.0, 1.0, 0.0, 0.0, 1.0], None).unwrap();
+        let mut means = MeanAccumulator::new(k, d);
+        means.add_batch(&features, &labels).unwrap();
+        let plan = MetricsPlan::new(&means.finish().unwrap(), Some(&clf), None).unwrap();
+        let mut scatter = plan.accumulator();
+        scatter.add_batch(&features, &labels).unwrap();
+        let state = scatter.state().clone();
+        assert_eq!(state.rows_seen(), 6);
+        assert_eq!(state.class_counts(), &[2, 2, 2]);
+        assert_eq!(state.projected_sq().len(), plan.sigma_b_rank());
+        assert_eq!(state.deviation_sq().len(), k);
+        assert_eq!(state.counters()[0], state.correct);
+        assert_eq!(state.counters()[3], state.decided_by_projection);
+        let back = ScatterState::from_parts(
+            state.class_counts().to_vec(),
+            state.projected_sq().to_vec(),
+            state.deviation_sq().to_vec(),
+            state.counters(),
+        )
+        .unwrap();
+        assert_eq!(back, state);
+        // Merging without a plan doubles every number.
+        let mut doubled = state.clone();
+        doubled.merge(&state).unwrap();
+        assert_eq!(doubled.rows_seen(), 12);
+        assert_eq!(doubled.projected_sq()[0], 2.0 * state.projected_sq()[0]);
+        assert_eq!(doubled.counters()[1], 2 * state.counters()[1]);
+        let other_rank =
+            ScatterState::from_parts(vec![1; 3], vec![], vec![0.0; 3], [0; 4]).unwrap();
+        assert!(doubled.merge(&other_rank).is_err());
+        // Lengths that disagree, a negative or NaN sum, a counter above the rows.
+        assert!(ScatterState::from_parts(vec![1; 3], vec![0.0], vec![0.0; 2], [0; 4]).is_err());
+        assert!(ScatterState::from_parts(vec![1; 3], vec![-1.0], vec![0.0; 3], [0; 4]).is_err());
+        assert!(
+            ScatterState::from_parts(vec![1; 3], vec![f64::NAN], vec![0.0; 3], [0; 4]).is_err()
+        );
+        assert!(
+            ScatterState::from_parts(vec![1; 3], vec![0.0], vec![0.0; 3], [0, 4, 0, 0]).is_err()
+        );
     }
 }
