@@ -564,7 +564,7 @@ impl ScatterAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::MeanAccumulator;
+    use crate::metrics::{ClassMeans, MeanAccumulator};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use rand_distr::StandardNormal;
@@ -605,6 +605,62 @@ mod tests {
         assert_eq!(decided(aligned, &collapsed), (n, Some(1.0)));
         let (by_projection, _) = decided(random, &spread_out);
         assert!(by_projection < n / 2, "{by_projection} of {n}");
+    }
+
+    /// The projections are tried first unless the f32 logit product costs less (f32
+    /// features with 2r >= d): with d = 4 and r = 3, collapsed f64 features are all decided
+    /// by projection, the same values as f32 none.
+    #[test]
+    fn projections_are_tried_only_where_they_cost_less() {
+        let (k, d) = (4, 4);
+        let centres = [
+            3.0, 0.0, 0.0, 1.0, 0.0, 3.0, 0.0, 1.0, 0.0, 0.0, 3.0, 1.0, -3.0, -3.0, -3.0, 1.0,
+        ];
+        let labels: Vec<u32> = (0..40).map(|i| (i % k) as u32).collect();
+        let features: Vec<f64> = labels
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &y)| {
+                (0..d).map(move |j| centres[y as usize * d + j] + 1e-3 * ((i * 7 + j) % 5) as f64)
+            })
+            .collect();
+        let as_f32: Vec<f32> = features.iter().map(|&x| x as f32).collect();
+        let clf = Classifier::new(k, d, centres.to_vec(), None).unwrap();
+        let mut means = MeanAccumulator::new(k, d);
+        means.add_batch(&features, &labels).unwrap();
+        let plan = MetricsPlan::new(&means.finish().unwrap(), Some(&clf), None).unwrap();
+        assert_eq!(plan.data().sigma_b_rank(), 3);
+        let mut wide = plan.accumulator();
+        wide.add_batch(&features, &labels).unwrap();
+        assert_eq!(wide.state.decided_by_projection, 40);
+        let mut narrow = plan.accumulator();
+        narrow.add_batch(&as_f32, &labels).unwrap();
+        assert_eq!(narrow.state.decided_by_projection, 0);
+        assert_eq!(wide.finish().unwrap().accuracy, Some(1.0));
+        assert_eq!(narrow.finish().unwrap().accuracy, Some(1.0));
+    }
+
+    /// Phase 2 on means given directly (no counts to check against): a class without
+    /// samples has variance 0 in `cdnv`, and a pass that saw nothing is an error.
+    #[test]
+    fn given_means_allow_absent_classes_but_not_an_empty_pass() {
+        let means = ClassMeans::from_means(3, 1, vec![0.0, 1.0, 3.0]).unwrap();
+        let plan = MetricsPlan::new(&means, None, None).unwrap();
+        let mut scatter = plan.accumulator();
+        scatter.add_batch(&[-0.5, 0.5, 1.0], &[0, 0, 1]).unwrap();
+        let m = scatter.finish().unwrap();
+        // Variances 0.25, 0, 0; squared distances 1, 9, 4 between the means.
+        let expected = (0.25 / 2.0 + 0.25 / 18.0 + 0.0) / 3.0;
+        assert!(
+            (m.cdnv - expected).abs() < 1e-15,
+            "{} vs {expected}",
+            m.cdnv
+        );
+        assert_eq!(m.num_samples, 3);
+        assert!(matches!(
+            plan.accumulator().finish(),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

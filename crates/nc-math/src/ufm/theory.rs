@@ -84,15 +84,16 @@ pub fn margin_loss(loss: &Loss, classes: usize, margin: f64) -> f64 {
     loss.value(&margin_logits(classes, margin), 0)
 }
 
-/// `g(r) = L(r) + (K-1) c r` and `g'(r) = grad L . (e_k - 1/K) + (K-1) c`.
+/// `g(r) = L(r) + (K-1) c r` and `g'(r) = grad L . (e_k - 1/K) + (K-1) c`, where
+/// `grad L . (e_k - 1/K) = (grad L)_k`: the losses that reach here (`ce`, `ls`, `fl`) are
+/// shift-invariant, so their gradient sums to 0.
 fn margin_objective(ufm: &Ufm, margin: f64) -> (f64, f64) {
     let k = ufm.classes;
     let z = margin_logits(k, margin);
     let mut grad = vec![0.0; k];
     let value = ufm.loss.value_grad(&z, 0, &mut grad);
-    let slope = grad[0] - grad.iter().sum::<f64>() / k as f64;
     let linear = (k - 1) as f64 * coupling(ufm);
-    (value + linear * margin, slope + linear)
+    (value + linear * margin, grad[0] + linear)
 }
 
 /// The optimum, or `None` where [`not_covered_reason`] gives a reason.
