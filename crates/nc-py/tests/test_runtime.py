@@ -75,3 +75,8 @@ def test_contiguous_float32_features_are_not_copied():
     assert _peak_growth("c") < 0.2
     # ...while a layout that has to be copied shows the copy (so the measure can see one).
     assert _peak_growth("fortran") > 0.8
+
+
+def test_importing_nclab_does_not_import_torch():
+    code = "import sys, nclab, nclab.torch; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
