@@ -116,7 +116,9 @@ impl PyMeans {
         let mine = slf.borrow().part();
         mine.check_mergeable(&theirs)?;
         let PartialState::Means(part) = theirs else {
-            unreachable!("check_mergeable compares phases")
+            return Err(BindError::Panic(
+                "check_mergeable compares phases, yet it did not".into(),
+            ));
         };
         let theirs = from_means_part(part)?;
         Ok(slf.borrow_mut().inner.merge(&theirs)?)
@@ -187,7 +189,9 @@ impl PyMeans {
     fn from_bytes(data: &[u8]) -> Result<Self> {
         guard::caught(|| {
             let PartialState::Means(part) = decode_phase(data, 1)? else {
-                unreachable!("decode_phase checked the phase")
+                return Err(BindError::Panic(
+                    "decode_phase checked the phase, yet it did not".into(),
+                ));
             };
             Ok(Self {
                 inner: from_means_part(part)?,
@@ -268,7 +272,7 @@ impl PyScatter {
             .map_err(|_| value("labels are not contiguous"))?;
         let slice = features.slice()?;
         let Body::Live(acc) = &mut self.body else {
-            unreachable!("checked by live()")
+            return Err(BindError::Panic("checked by live(), yet it did not".into()));
         };
         guard::compute(py, move || {
             match slice {
@@ -286,7 +290,9 @@ impl PyScatter {
         let mine = slf.borrow().part();
         mine.check_mergeable(&theirs)?;
         let PartialState::Scatter(part) = theirs else {
-            unreachable!("check_mergeable compares phases")
+            return Err(BindError::Panic(
+                "check_mergeable compares phases, yet it did not".into(),
+            ));
         };
         let (_, theirs) = PlanId::from_part(part)?;
         let mut me = slf.borrow_mut();
@@ -338,7 +344,9 @@ impl PyScatter {
     fn from_bytes(data: &[u8]) -> Result<Self> {
         guard::caught(|| {
             let PartialState::Scatter(part) = decode_phase(data, 2)? else {
-                unreachable!("decode_phase checked the phase")
+                return Err(BindError::Panic(
+                    "decode_phase checked the phase, yet it did not".into(),
+                ));
             };
             let (id, state) = PlanId::from_part(part)?;
             Ok(Self {
