@@ -38,9 +38,9 @@ def test_another_python_thread_runs_during_a_long_call():
     duration = end - start
     assert duration > 0.05, f"the call took {duration:.3f} s, too short to tell"
     inside = [t for t in ticks if start + 0.1 * duration < t < end - 0.1 * duration]
-    # Holding the GIL, the call would leave no tick inside; released, the thread ticks about
-    # once a millisecond throughout (a fifth of that is plenty under load).
-    assert len(inside) > 0.2 * (0.8 * duration) / 0.001, (len(inside), duration)
+    # Holding the GIL, the call would leave no tick at all inside (the thread could not run);
+    # released, the thread ticks about once a millisecond, less on a loaded machine.
+    assert len(inside) >= 5, (len(inside), duration)
 
 
 PEAK = """
