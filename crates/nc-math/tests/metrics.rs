@@ -1161,3 +1161,23 @@ fn the_rank_cutoff_sits_at_1e_8_of_the_largest_singular_value() {
         assert_eq!(m.sigma_b_rank, rank, "ratio {ratio:e}");
     }
 }
+
+/// Every element type converts to the nearest f32 and to its f64 value (`to_f32` feeds the
+/// f32 logits, `to_f64` everything else).
+#[test]
+fn feature_elements_convert_to_the_nearest_f32_and_their_f64_value() {
+    use nc_math::metrics::Feature;
+    // 1 + 2^-30 is no f32: it rounds to 1; 0.1 rounds to the f32 nearest 0.1.
+    let off_grid = 1.0 + 2f64.powi(-30);
+    assert_eq!(Feature::to_f32(off_grid), 1.0f32);
+    assert_eq!(Feature::to_f32(0.1f64), 0.1f32);
+    assert_eq!(LeF64(0.1f64.to_le_bytes()).to_f32(), 0.1f32);
+    assert_eq!(LeF64((-off_grid).to_le_bytes()).to_f32(), -1.0f32);
+    assert_eq!(LeF32(0.1f32.to_le_bytes()).to_f32(), 0.1f32);
+    assert_eq!(Feature::to_f32(-2.5f32), -2.5f32);
+    assert_eq!(LeF64(off_grid.to_le_bytes()).to_f64(), off_grid);
+    assert_eq!(LeF32(0.1f32.to_le_bytes()).to_f64(), f64::from(0.1f32));
+    assert_eq!(Feature::to_f64(0.1f32), f64::from(0.1f32));
+    const { assert!(<f32 as Feature>::EXACT_F32 && <LeF32 as Feature>::EXACT_F32) };
+    const { assert!(!<f64 as Feature>::EXACT_F32 && !<LeF64 as Feature>::EXACT_F32) };
+}

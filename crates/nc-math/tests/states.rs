@@ -301,3 +301,42 @@ fn accumulators_own_their_plan_and_move_across_threads() {
     assert_counts_equal(&merged, &whole);
     assert!((merged.nc1 - whole.nc1).abs() <= 1e-12 * whole.nc1);
 }
+
+/// A phase-1 state rebuilt from its parts (counts and sums, as a partial-state file holds
+/// them) is the accumulator that produced them; parts that do not fit are refused.
+#[test]
+fn a_phase_one_state_rebuilt_from_its_parts_is_the_same_state() {
+    let p = problem(61, 3, 4, 50, 1.0);
+    let mut acc = MeanAccumulator::new(3, 4);
+    acc.add_batch(&p.features, &p.labels).unwrap();
+    let json = serde_json::to_value(&acc).unwrap();
+    let counts: Vec<u64> = serde_json::from_value(json["counts"].clone()).unwrap();
+    let sums: Vec<f64> = (0..3)
+        .flat_map(|k| {
+            let rows: Vec<&[f64]> = p
+                .features
+                .chunks(4)
+                .zip(&p.labels)
+                .filter(|(_, &y)| y as usize == k)
+                .map(|(row, _)| row)
+                .collect();
+            (0..4).map(move |j| rows.iter().map(|r| r[j]).sum::<f64>())
+        })
+        .collect();
+    let rebuilt = MeanAccumulator::from_parts(3, 4, counts.clone(), sums.clone()).unwrap();
+    assert_eq!(rebuilt.finish().unwrap(), acc.clone().finish().unwrap());
+    assert_eq!(counts.iter().sum::<u64>(), p.labels.len() as u64);
+    // Rows carry on from the rebuilt count: a bad label in a later batch is named by it.
+    let mut rebuilt = MeanAccumulator::from_parts(3, 4, counts.clone(), sums.clone()).unwrap();
+    let bad = rebuilt.add_batch(&[0.0; 8], &[0, 3]);
+    assert!(
+        matches!(bad, Err(Error::LabelOutOfRange { row, .. }) if row == p.labels.len() + 1),
+        "{bad:?}"
+    );
+    assert!(MeanAccumulator::from_parts(3, 4, counts[..2].to_vec(), sums.clone()).is_err());
+    assert!(MeanAccumulator::from_parts(3, 4, counts.clone(), sums[..11].to_vec()).is_err());
+    let mut with_nan = sums;
+    with_nan[5] = f64::NAN;
+    assert!(MeanAccumulator::from_parts(3, 4, counts, with_nan).is_err());
+    assert!(MeanAccumulator::from_parts(2, 1, vec![u64::MAX, 1], vec![0.0; 2]).is_err());
+}

@@ -146,12 +146,27 @@ fn the_deviation_bound_covers_the_rounding_of_the_computed_norm() {
 /// exact logits are not consulted.
 #[test]
 fn f32_logits_defer_to_the_exact_logits_exactly_within_twice_the_bound() {
-    let (classifier, means) = case(1.0);
-    let exact = ExactLogitError::new(&classifier, &means).unwrap();
-    let f32_logits = F32Logits::new(&classifier).unwrap();
-    for (y, sample_norm) in [(0, 1.5), (2, 40.0)] {
-        let bound =
-            f32_bound(&classifier, sample_norm) + exact_bound(&classifier, &means, sample_norm, y);
+    // The plain case, where the f32 part of B dominates, and one with biases of 1e10 and
+    // class means of norm 1e8, where the exact path's part does.
+    let (plain, plain_means) = case(1.0);
+    let heavy_bias = plain.bias().iter().map(|b| b * 1e10).collect();
+    let heavy = Classifier::new(3, 4, plain.weight().to_vec(), Some(heavy_bias)).unwrap();
+    let far_means = plain_means.means().iter().map(|m| m * 1e8).collect();
+    let far_means = ClassMeans::from_means(3, 4, far_means).unwrap();
+    for (classifier, means, y, sample_norm) in [
+        (&plain, &plain_means, 0, 1.5),
+        (&plain, &plain_means, 2, 40.0),
+        (&heavy, &far_means, 1, 1.5),
+    ] {
+        let exact = ExactLogitError::new(classifier, means).unwrap();
+        let f32_logits = F32Logits::new(classifier).unwrap();
+        let exact_part = exact_bound(classifier, means, sample_norm, y);
+        let f32_part = f32_bound(classifier, sample_norm);
+        assert!(
+            (exact_part > f32_part) == std::ptr::eq(classifier, &heavy),
+            "{exact_part:e} vs {f32_part:e}"
+        );
+        let bound = f32_part + exact_part;
         for (factor, expected, consulted) in [(1.995, 0, 2), (2.005, 1, 0)] {
             let gap = factor * bound;
             let calls = Cell::new(0);
@@ -304,4 +319,33 @@ fn argmin_takes_the_first_smallest_and_ignores_nan() {
     assert_eq!(argmin([(0, f64::NAN), (1, 3.0), (2, 4.0)].into_iter()), 1);
     assert_eq!(argmin([(5, f64::INFINITY)].into_iter()), 0);
     assert_eq!(argmin([(3, -1.0), (4, -1.0)].into_iter()), 3);
+}
+
+/// The margin test is strict: estimates whose bounds meet exactly (lead = 2 slack, every
+/// quantity exact) are not decided. Means in the first two coordinates and W in the last
+/// two make every offset o_yk = v_k.mu_y + b_k exactly 0, so the estimates are a.p exactly.
+#[test]
+fn projected_bounds_that_meet_exactly_decide_nothing() {
+    let weight = vec![0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, -1.0, -1.0];
+    let classifier = Classifier::new(3, 4, weight, None).unwrap();
+    let means = [1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, -1.0, -1.0, 0.0, 0.0];
+    let means = ClassMeans::from_means(3, 4, means.to_vec()).unwrap();
+    let exact = ExactLogitError::new(&classifier, &means).unwrap();
+    let centred = classifier.centred_weight();
+    let basis = Mat::from_fn(4, 2, |i, j| (i == j) as u8 as f64);
+    let projected =
+        ProjectedLogits::new(&classifier, &centred, &means, basis.as_ref(), &exact).unwrap();
+    assert!(projected.offsets.iter().all(|&o| o == 0.0));
+    let exact_error = 1e-15;
+    let slack = 1.01 * projected.rounding_constant[0] + exact_error;
+    assert!(slack > 0.0);
+    assert_eq!(
+        projected.decide(&[0.0, -50.0, 2.0 * slack], 0, 0.0, exact_error),
+        None
+    );
+    let just_over = 2.0 * slack * (1.0 + 1e-12);
+    assert_eq!(
+        projected.decide(&[0.0, -50.0, just_over], 0, 0.0, exact_error),
+        Some(2)
+    );
 }
