@@ -150,9 +150,9 @@ fn margin_minima(ufm: &Ufm) -> Vec<MarginMinimum> {
             value: origin_value,
         });
     }
-    for i in 0..grid.len() - 1 {
-        if slopes[i] < 0.0 && slopes[i + 1] >= 0.0 {
-            minima.push(refine_minimum(ufm, grid[i], grid[i + 1]));
+    for (cell, slope) in grid.windows(2).zip(slopes.windows(2)) {
+        if slope[0] < 0.0 && slope[1] >= 0.0 {
+            minima.push(refine_minimum(ufm, cell[0], cell[1]));
         }
     }
     minima

@@ -218,3 +218,29 @@ fn the_spurious_minimum_verdict_is_false_where_the_origin_is_not_one() {
     assert!(fl.margin_minima.iter().all(|m| m.margin > 0.0), "{fl:?}");
     assert!(!fl.origin_is_spurious_local_minimum());
 }
+
+/// Two classes, cross-entropy: L(r) = log(1 + e^-r) and g'(r) = c - 1/(1 + e^r), so
+/// r* = log((1 - c)/c) in closed form; at c = 0.2 that is log 4, 0.4 of the bracket's end
+/// log 2 / c (the largest fraction ce reaches), so a bracket cut short misses it.
+#[test]
+fn two_class_cross_entropy_has_its_closed_form_margin() {
+    for c in [0.05, 0.2, 0.3] {
+        let n = 4;
+        let lambda = c / (n as f64).sqrt();
+        let u = ufm(Loss::CrossEntropy, 2, n, 1, lambda, lambda, 0.0);
+        let opt = optimum(&u).unwrap();
+        let margin = ((1.0 - c) / c).ln();
+        let value = (1.0 + (-margin).exp()).ln() + c * margin;
+        assert!(
+            (opt.margin - margin).abs() < 1e-12 * margin,
+            "c {c}: {} vs {margin}",
+            opt.margin
+        );
+        assert!(
+            (opt.value - value).abs() < 1e-15,
+            "c {c}: {} vs {value}",
+            opt.value
+        );
+        assert_eq!(opt.margin_minima.len(), 1);
+    }
+}
