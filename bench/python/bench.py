@@ -7,7 +7,7 @@ bench/python/README.md has the commands):
     bench/.venv/bin/python bench/python/bench.py [REPEATS] [N] [D] [K]
 
 Each run is a fresh process that makes the data (seed 0: Gaussian classes, a classifier near
-the class centres, as bench/analyze/make_data.py), then times one call and records the growth
+the class centres, as bench/analyze/make_data.py makes them, in blocks), then times one call and records the growth
 of its peak resident memory during that call (ru_maxrss after - before) against the
 features' own bytes. The numpy peer is bench/analyze/reference.py itself, run unchanged on
 the same arrays (its np.load is handed the in-memory arrays instead of reading a file). The
@@ -33,8 +33,12 @@ tool, n, d, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]
 rng = np.random.default_rng(0)
 centres = rng.standard_normal((k, d), dtype=np.float32)
 labels = rng.integers(0, k, size=n)
-features = centres[labels]
-features += 0.5 * rng.standard_normal((n, d), dtype=np.float32)
+# Made in blocks, so that no temporary raises the peak RSS above the features themselves
+# before the measured call (ru_maxrss only ever grows).
+features = np.empty((n, d), dtype=np.float32)
+for i in range(0, n, 2048):
+    j = min(i + 2048, n)
+    features[i:j] = centres[labels[i:j]] + 0.5 * rng.standard_normal((j - i, d), dtype=np.float32)
 weight = (centres + 0.1 * rng.standard_normal((k, d), dtype=np.float32)).astype(np.float32)
 bias = rng.standard_normal(k).astype(np.float32)
 if tool == "nclab":
