@@ -608,36 +608,47 @@ mod tests {
     }
 
     /// The projections are tried first unless the f32 logit product costs less (f32
-    /// features with 2r >= d): with d = 4 and r = 3, collapsed f64 features are all decided
-    /// by projection, the same values as f32 none.
+    /// features with 2r >= d). With r = 3 (K = 4): at d = 4 and at d = 6 (2r = d exactly)
+    /// collapsed f32 features go straight to the f32 logits, at d = 7 the projections
+    /// decide them; f64 features are always decided by projection here.
     #[test]
     fn projections_are_tried_only_where_they_cost_less() {
-        let (k, d) = (4, 4);
-        let centres = [
-            3.0, 0.0, 0.0, 1.0, 0.0, 3.0, 0.0, 1.0, 0.0, 0.0, 3.0, 1.0, -3.0, -3.0, -3.0, 1.0,
-        ];
-        let labels: Vec<u32> = (0..40).map(|i| (i % k) as u32).collect();
-        let features: Vec<f64> = labels
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &y)| {
-                (0..d).map(move |j| centres[y as usize * d + j] + 1e-3 * ((i * 7 + j) % 5) as f64)
-            })
-            .collect();
-        let as_f32: Vec<f32> = features.iter().map(|&x| x as f32).collect();
-        let clf = Classifier::new(k, d, centres.to_vec(), None).unwrap();
-        let mut means = MeanAccumulator::new(k, d);
-        means.add_batch(&features, &labels).unwrap();
-        let plan = MetricsPlan::new(&means.finish().unwrap(), Some(&clf), None).unwrap();
-        assert_eq!(plan.data().sigma_b_rank(), 3);
-        let mut wide = plan.accumulator();
-        wide.add_batch(&features, &labels).unwrap();
-        assert_eq!(wide.state.decided_by_projection, 40);
-        let mut narrow = plan.accumulator();
-        narrow.add_batch(&as_f32, &labels).unwrap();
-        assert_eq!(narrow.state.decided_by_projection, 0);
-        assert_eq!(wide.finish().unwrap().accuracy, Some(1.0));
-        assert_eq!(narrow.finish().unwrap().accuracy, Some(1.0));
+        let k = 4;
+        for (d, f32_by_projection) in [(4, false), (6, false), (7, true)] {
+            // Centres 3 e_y (class 3 at -3 (e_0 + e_1 + e_2)) plus 1 in the last coordinate.
+            let centre = |y: usize, j: usize| match (y, j) {
+                (_, j) if j == d - 1 => 1.0,
+                (3, j) if j < 3 => -3.0,
+                (y, j) if y == j => 3.0,
+                _ => 0.0,
+            };
+            let centres: Vec<f64> = (0..k * d).map(|at| centre(at / d, at % d)).collect();
+            let labels: Vec<u32> = (0..40).map(|i| (i % k) as u32).collect();
+            let features: Vec<f64> = labels
+                .iter()
+                .enumerate()
+                .flat_map(|(i, &y)| {
+                    let centres = &centres;
+                    (0..d)
+                        .map(move |j| centres[y as usize * d + j] + 1e-3 * ((i * 7 + j) % 5) as f64)
+                })
+                .collect();
+            let as_f32: Vec<f32> = features.iter().map(|&x| x as f32).collect();
+            let clf = Classifier::new(k, d, centres.clone(), None).unwrap();
+            let mut means = MeanAccumulator::new(k, d);
+            means.add_batch(&features, &labels).unwrap();
+            let plan = MetricsPlan::new(&means.finish().unwrap(), Some(&clf), None).unwrap();
+            assert_eq!(plan.data().sigma_b_rank(), 3, "d = {d}");
+            let mut wide = plan.accumulator();
+            wide.add_batch(&features, &labels).unwrap();
+            assert_eq!(wide.state.decided_by_projection, 40, "f64, d = {d}");
+            let mut narrow = plan.accumulator();
+            narrow.add_batch(&as_f32, &labels).unwrap();
+            let expected = if f32_by_projection { 40 } else { 0 };
+            assert_eq!(narrow.state.decided_by_projection, expected, "f32, d = {d}");
+            assert_eq!(wide.finish().unwrap().accuracy, Some(1.0));
+            assert_eq!(narrow.finish().unwrap().accuracy, Some(1.0));
+        }
     }
 
     /// Phase 2 on means given directly (no counts to check against): a class without
