@@ -238,12 +238,7 @@ pub fn ufm_solve<'py>(
                     theory::not_covered_reason(&ufm).unwrap_or_default()
                 )));
             };
-            let scale = if optimum.value == 0.0 {
-                1.0
-            } else {
-                optimum.value.abs()
-            };
-            options.target = Some(optimum.value + gap * scale);
+            options.target = Some(nc_math::ufm::objective_at_gap(gap, optimum.value));
         }
         let start = random_start(&ufm, seed, init_scale)?;
         let clock = Instant::now();

@@ -47,6 +47,33 @@ pub fn relative_gap(objective: f64, optimum: f64) -> f64 {
     }
 }
 
+/// The objective value at relative gap `gap` from `optimum`, the inverse of
+/// [`relative_gap`]: `f* + gap |f*|`, or `gap` itself when `f* = 0`.
+pub fn objective_at_gap(gap: f64, optimum: f64) -> f64 {
+    let scale = if optimum == 0.0 { 1.0 } else { optimum.abs() };
+    optimum + gap * scale
+}
+
+#[cfg(test)]
+mod gap_tests {
+    use super::*;
+
+    #[test]
+    fn objective_at_gap_inverts_relative_gap() {
+        for optimum in [0.0, 2.5, -4.0, 1e-3] {
+            for gap in [0.0, 1e-9, 0.25] {
+                let f = objective_at_gap(gap, optimum);
+                assert!(
+                    (relative_gap(f, optimum) - gap).abs() < 1e-15,
+                    "{optimum} {gap}"
+                );
+            }
+        }
+        assert_eq!(objective_at_gap(0.5, 0.0), 0.5);
+        assert_eq!(objective_at_gap(0.5, -4.0), -2.0);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test_support {
     use super::Ufm;

@@ -238,13 +238,7 @@ pub fn run(args: Args) -> Result<()> {
                 theory::not_covered_reason(&ufm).unwrap_or_default()
             );
         };
-        // The inverse of `relative_gap`: f* + G |f*|, or G itself when f* = 0.
-        let scale = if optimum.value == 0.0 {
-            1.0
-        } else {
-            optimum.value.abs()
-        };
-        options.target = Some(optimum.value + gap * scale);
+        options.target = Some(nc_math::ufm::objective_at_gap(gap, optimum.value));
     }
     let start = random_start(&ufm, args.problem.seed, args.problem.init_scale)?;
 
