@@ -233,6 +233,7 @@ fn brute_force(
         num_classes: k,
         dim: d,
         sigma_b_rank: rank,
+        convention: Default::default(),
     };
     if let Some(clf) = clf {
         let w = Mat::from_fn(k, d, |a, i| clf.weight()[a * d + i]);
@@ -877,6 +878,7 @@ fn split_columns_name_the_json_fields_they_hold() {
         num_classes: 25,
         dim: 26,
         sigma_b_rank: 27,
+        convention: Default::default(),
     };
     let json = serde_json::to_value(&m).unwrap();
     let values = m.split_column_values();

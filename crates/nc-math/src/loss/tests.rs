@@ -273,3 +273,35 @@ fn loss_kinds_name_parse_and_carry_their_parameter() {
         (DEFAULT_ALPHA, DEFAULT_GAMMA, DEFAULT_RESCALE)
     );
 }
+
+#[test]
+fn empty_batches_are_shape_errors() {
+    let loss = Loss::CrossEntropy;
+    // Logits missing for the targets given, targets missing for the logits, or both.
+    for (logits, targets) in [
+        (&[][..], &[0usize][..]),
+        (&[0.5, 1.0][..], &[][..]),
+        (&[][..], &[][..]),
+    ] {
+        assert!(
+            matches!(loss.mean_value(logits, targets), Err(Error::Shape { .. })),
+            "{} logits, {} targets",
+            logits.len(),
+            targets.len()
+        );
+    }
+}
+
+#[test]
+fn help_texts_name_each_loss_and_its_parameter() {
+    let mut seen = std::collections::HashSet::new();
+    for (kind, word) in
+        LossKind::ALL
+            .into_iter()
+            .zip(["cross-entropy", "alpha", "gamma", "rescale"])
+    {
+        let text = kind.description();
+        assert!(text.contains(word), "{kind}: {text}");
+        assert!(seen.insert(text), "{kind} shares its description");
+    }
+}

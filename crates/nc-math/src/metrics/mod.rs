@@ -61,6 +61,7 @@
 
 mod batch;
 mod classifier;
+pub mod convention;
 mod decisions;
 mod element;
 mod exact_f64;
@@ -70,6 +71,7 @@ mod plan;
 mod scatter;
 
 pub use classifier::Classifier;
+pub use convention::{Convention, Preset};
 pub use element::{Feature, LeF32, LeF64};
 pub use means::{ClassMeans, MeanAccumulator};
 pub use plan::MetricsPlan;
@@ -104,6 +106,10 @@ pub struct NcMetrics {
     pub num_classes: usize,
     pub dim: usize,
     pub sigma_b_rank: usize,
+    /// The formulas these numbers follow (text form, e.g. `nclab`, `zhou2022`); absent in
+    /// files written before conventions had names, which were all `nclab`.
+    #[serde(default)]
+    pub convention: Convention,
 }
 
 impl NcMetrics {
@@ -164,10 +170,31 @@ pub fn compute_metrics<T: Feature>(
     classifier: Option<&Classifier>,
     reference_means: Option<&ClassMeans>,
 ) -> Result<NcMetrics> {
+    compute_metrics_with(
+        features,
+        labels,
+        dim,
+        num_classes,
+        classifier,
+        reference_means,
+        &Convention::NCLAB,
+    )
+}
+
+/// As [`compute_metrics`], with the formulas of `convention`.
+pub fn compute_metrics_with<T: Feature>(
+    features: &[T],
+    labels: &[u32],
+    dim: usize,
+    num_classes: usize,
+    classifier: Option<&Classifier>,
+    reference_means: Option<&ClassMeans>,
+    convention: &Convention,
+) -> Result<NcMetrics> {
     let mut means = MeanAccumulator::new(num_classes, dim);
     means.add_batch(features, labels)?;
     let means = means.finish()?;
-    let plan = MetricsPlan::new(&means, classifier, reference_means)?;
+    let plan = MetricsPlan::with_convention(&means, classifier, reference_means, convention)?;
     let mut scatter = plan.accumulator();
     scatter.add_batch(features, labels)?;
     scatter.finish()

@@ -2,8 +2,9 @@
 //! to each centred sample, the nearest-class-centre geometry, the classifier's decision
 //! routes and the class-level metrics.
 
+use super::convention::{Convention, GlobalMean, Nc4Bias, PinvCutoff, WeightCentring};
 use super::decisions::{logit_offsets, ExactLogitError, F32Logits, ProjectedLogits};
-use super::geometry::{truncated_basis, ClassLevel};
+use super::geometry::{truncated_basis, ClassLevel, Spectrum};
 use super::scatter::ScatterAccumulator;
 use super::{ClassMeans, Classifier};
 use crate::linalg::product;
@@ -26,22 +27,26 @@ pub(super) struct PlanData {
     pub(super) dim: usize,
     pub(super) own_means: Vec<f64>,
     pub(super) own_counts: Option<Vec<u64>>,
-    pub(super) classifier: Option<Classifier>,
+    /// The classifier's decisions (`accuracy`, and `nc4` unless the next one exists).
+    pub(super) decider: Option<Decider>,
+    /// The decisions of W without its bias, when the convention's `nc4` compares those
+    /// and the bias is not zero.
+    pub(super) nc4_decider: Option<Decider>,
+    /// The metric convention of the numbers this plan gives.
+    pub(super) convention: Convention,
     /// Functionals applied to each centred sample c = h - mu_y, as rows (m x d): U^T
-    /// (r rows), and Q^T (r_q rows) only when the NCC reference means differ from the
-    /// file's own (otherwise Q = U).
+    /// (r rows), Q^T (r_q rows) only when the NCC reference means differ from the
+    /// file's own (otherwise Q = U), and the convention's NC1 directions only when they
+    /// are not the first rows of U^T.
     pub(super) functionals: Mat<f64>,
-    /// 1 / s_j^2 for the r kept singular values of M.
+    /// r, the number of rows of U^T (the directions of M kept by the specification's
+    /// cutoff), which the projected decisions read.
+    pub(super) basis_rank: usize,
+    /// The rows of the NC1 projections among the functional outputs.
+    pub(super) nc1_rows: std::ops::Range<usize>,
+    /// 1 / s_j^2 for the singular values of M whose directions NC1 keeps (by the
+    /// convention's centring and pseudo-inverse rule).
     pub(super) inv_sq_singular: Vec<f64>,
-    /// (W mu_y + b)_k, K x K row-major (y, k).
-    pub(super) logit_offset: Vec<f64>,
-    /// The classifier's decisions: the exact path's error bound, the route from the
-    /// projections (only where r < d: elsewhere it cannot cost less than a logit
-    /// product), and the route from f32 logits (used for f32 features); all exist only
-    /// with a classifier.
-    pub(super) logit_error: Option<ExactLogitError>,
-    pub(super) projected_logits: Option<ProjectedLogits>,
-    pub(super) f32_logits: Option<F32Logits>,
     /// The rows of the Q-projections q = Q^T c among the functional outputs.
     pub(super) ncc_rows: std::ops::Range<usize>,
     /// c_k = Q^T (m_k - m_G): reference means in Q-coordinates, K x r_q (row k = class k).
@@ -54,9 +59,48 @@ pub(super) struct PlanData {
 }
 
 impl PlanData {
-    /// r, the rank of Sigma_B kept by the cutoff (the number of NC1 projections).
+    /// The rank of Sigma_B kept by the convention's cutoff (the number of NC1 projections).
     pub(super) fn sigma_b_rank(&self) -> usize {
         self.inv_sq_singular.len()
+    }
+}
+
+/// One classifier's decision routes: argmax_k (W h + b)_k, exactly as the f64 logits
+/// W (h - mu_y) + (W mu_y + b) give it.
+pub(super) struct Decider {
+    pub(super) classifier: Classifier,
+    /// (W mu_y + b)_k, K x K row-major (y, k).
+    pub(super) logit_offset: Vec<f64>,
+    /// The exact path's error bound, the route from the projections (only where r < d:
+    /// elsewhere it cannot cost less than a logit product), and the route from f32 logits
+    /// (used for f32 features).
+    pub(super) logit_error: Option<ExactLogitError>,
+    pub(super) projected_logits: Option<ProjectedLogits>,
+    pub(super) f32_logits: Option<F32Logits>,
+}
+
+impl Decider {
+    /// `centred_weight`: Wc of `classifier`; `basis`: U (d x r) of the own means.
+    fn new(
+        classifier: &Classifier,
+        centred_weight: &[f64],
+        own: &ClassMeans,
+        basis: faer::MatRef<'_, f64>,
+    ) -> Self {
+        let logit_error = ExactLogitError::new(classifier, own);
+        let projected_logits = logit_error
+            .as_ref()
+            .filter(|_| basis.ncols() < own.dim())
+            .and_then(|errors| {
+                ProjectedLogits::new(classifier, centred_weight, own, basis, errors)
+            });
+        Self {
+            logit_offset: logit_offsets(own, classifier.weight(), classifier.bias()),
+            f32_logits: F32Logits::new(classifier),
+            logit_error,
+            projected_logits,
+            classifier: classifier.clone(),
+        }
     }
 }
 
@@ -112,11 +156,21 @@ impl NccGeometry {
 impl MetricsPlan {
     /// `own`: the phase-1 means of the data being measured. `reference`: the class means the
     /// NCC rule (`nc4`, `ncc_accuracy`) compares with, e.g. the training split's for a test
-    /// split; `None` uses `own`.
+    /// split; `None` uses `own`. The numbers are the specification's ([`Convention::NCLAB`]).
     pub fn new(
         own: &ClassMeans,
         classifier: Option<&Classifier>,
         reference: Option<&ClassMeans>,
+    ) -> Result<Self> {
+        Self::with_convention(own, classifier, reference, &Convention::NCLAB)
+    }
+
+    /// As [`Self::new`], with the formulas of `convention`.
+    pub fn with_convention(
+        own: &ClassMeans,
+        classifier: Option<&Classifier>,
+        reference: Option<&ClassMeans>,
+        convention: &Convention,
     ) -> Result<Self> {
         let (k, d) = (own.num_classes(), own.dim());
         if k < 2 {
@@ -139,29 +193,64 @@ impl MetricsPlan {
             fits("reference means are", (r.num_classes(), r.dim()))?;
         }
         let centred = own.centred();
-        // Wc, read by the classifier geometry and by the projected decisions.
+        // The convention's global mean, and the means centred on it where that differs.
+        let global_mean = match convention.global_mean {
+            GlobalMean::Samples => own.global_mean().to_vec(),
+            GlobalMean::ClassMeans => {
+                let mut mean = vec![0.0; d];
+                for class in 0..k {
+                    crate::linalg::add_into(&mut mean, own.mean(class));
+                }
+                mean.iter_mut().for_each(|m| *m /= k as f64);
+                mean
+            }
+        };
+        let recentred = (global_mean != own.global_mean())
+            .then(|| Mat::from_fn(d, k, |i, c| own.mean(c)[i] - global_mean[i]));
+        // Wc, read by the projected decisions and (centred convention) the classifier geometry.
         let centred_weight = classifier.map(Classifier::centred_weight);
         let with_centred_weight = classifier.zip(centred_weight.as_deref());
-        let (own_basis, class_level) = rayon::join(
-            || truncated_basis(&centred),
-            || ClassLevel::new(own, &centred, with_centred_weight),
+        let geometry_weight = match convention.weight {
+            WeightCentring::Centred => with_centred_weight,
+            WeightCentring::Raw => classifier.map(|clf| (clf, clf.weight())),
+        };
+        let (own_spectrum, class_level) = rayon::join(
+            || Spectrum::new(&centred),
+            || {
+                let m = recentred.as_ref().unwrap_or(&centred);
+                ClassLevel::new(own, m, &global_mean, geometry_weight, convention)
+            },
         );
-        let own_basis = own_basis?;
-        let r = own_basis.singular_values.len();
+        let own_spectrum = own_spectrum?;
+        let own_kept = own_spectrum.kept(PinvCutoff::Nclab, k);
+        let own_basis = own_spectrum.subspace(&own_kept);
+        let r = own_kept.len();
+        // NC1's directions: the convention's rule on the spectrum of its centred means.
+        let recentred_spectrum = recentred.as_ref().map(Spectrum::new).transpose()?;
+        let nc1_spectrum = recentred_spectrum.as_ref().unwrap_or(&own_spectrum);
+        let nc1_kept = nc1_spectrum.kept(convention.pinv, k);
+        let nc1_shares_rows = recentred_spectrum.is_none() && own_kept.starts_with(&nc1_kept);
+        let nc1 = nc1_spectrum.subspace(&nc1_kept);
 
         let same_reference = reference.is_none_or(|r| std::ptr::eq(r, own));
-        let logit_error = classifier.and_then(|clf| ExactLogitError::new(clf, own));
-        let (ncc, projected_logits) = rayon::join(
+        let basis = own_basis.basis.as_ref();
+        let (ncc, (decider, nc4_decider)) = rayon::join(
             || NccGeometry::new(own, reference.filter(|_| !same_reference), &own_basis.basis),
             || {
-                let (clf, centred_weight) = with_centred_weight.filter(|_| r < d)?;
-                ProjectedLogits::new(
-                    clf,
-                    centred_weight,
-                    own,
-                    own_basis.basis.as_ref(),
-                    logit_error.as_ref()?,
-                )
+                let decider = with_centred_weight
+                    .map(|(clf, centred_weight)| Decider::new(clf, centred_weight, own, basis));
+                // W without its bias; its centred rows are the same Wc.
+                let nc4_decider = with_centred_weight
+                    .filter(|(clf, _)| {
+                        convention.nc4_bias == Nc4Bias::Without
+                            && clf.bias().iter().any(|&b| b != 0.0)
+                    })
+                    .map(|(clf, centred_weight)| {
+                        let unbiased = Classifier::new(k, d, clf.weight().to_vec(), None)
+                            .expect("the shape of a valid classifier");
+                        Decider::new(&unbiased, centred_weight, own, basis)
+                    });
+                (decider, nc4_decider)
             },
         );
         let NccGeometry {
@@ -172,39 +261,39 @@ impl MetricsPlan {
         } = ncc?;
         let q = ref_basis.as_ref().unwrap_or(&own_basis.basis).as_ref();
 
-        let extra_rows = ref_basis.as_ref().map_or(0, |b| b.ncols());
-        let functionals = Mat::from_fn(r + extra_rows, d, |row, i| {
+        let ncc_extra = ref_basis.as_ref().map_or(0, |b| b.ncols());
+        let nc1_extra = if nc1_shares_rows { 0 } else { nc1_kept.len() };
+        let functionals = Mat::from_fn(r + ncc_extra + nc1_extra, d, |row, i| {
             if row < r {
                 own_basis.basis[(i, row)]
-            } else {
+            } else if row < r + ncc_extra {
                 q[(i, row - r)]
+            } else {
+                nc1.basis[(i, row - r - ncc_extra)]
             }
         });
         let ncc_rows = if same_reference {
             0..r
         } else {
-            r..r + extra_rows
+            r..r + ncc_extra
         };
-        let logit_offset = match classifier {
-            None => Vec::new(),
-            Some(clf) => logit_offsets(own, clf.weight(), clf.bias()),
+        let nc1_rows = if nc1_shares_rows {
+            0..nc1_kept.len()
+        } else {
+            r + ncc_extra..r + ncc_extra + nc1_extra
         };
         let data = PlanData {
-            f32_logits: classifier.and_then(F32Logits::new),
-            logit_error,
-            projected_logits,
             num_classes: k,
             dim: d,
             own_means: own.means().to_vec(),
             own_counts: own.counts().map(<[u64]>::to_vec),
-            classifier: classifier.cloned(),
+            decider,
+            nc4_decider,
+            convention: *convention,
             functionals,
-            inv_sq_singular: own_basis
-                .singular_values
-                .iter()
-                .map(|s| 1.0 / (s * s))
-                .collect(),
-            logit_offset,
+            basis_rank: r,
+            nc1_rows,
+            inv_sq_singular: nc1.singular_values.iter().map(|s| 1.0 / (s * s)).collect(),
             ncc_rows,
             ncc_coords,
             ncc_anchor,
@@ -221,9 +310,14 @@ impl MetricsPlan {
         ScatterAccumulator::new(self.clone())
     }
 
-    /// The rank of Sigma_B kept by the cutoff.
+    /// The rank of Sigma_B kept by the convention's cutoff.
     pub fn sigma_b_rank(&self) -> usize {
         self.data.sigma_b_rank()
+    }
+
+    /// The convention of this plan's numbers.
+    pub fn convention(&self) -> &Convention {
+        &self.data.convention
     }
 
     pub(super) fn data(&self) -> &PlanData {

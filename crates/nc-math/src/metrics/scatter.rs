@@ -2,10 +2,11 @@
 //! rules, accumulated over batches of the same data phase 1 saw.
 
 use super::batch::{blocks_per_piece, check_batch, BLOCK_ROWS};
+use super::convention::{CdnvVariance, Nc1Scale, Nc4Form};
 use super::decisions::{argmin, deviation_norm_bound};
 use super::element::Feature;
-use super::plan::{MetricsPlan, PlanData};
-use super::{Classifier, NcMetrics};
+use super::plan::{Decider, MetricsPlan, PlanData};
+use super::NcMetrics;
 use crate::linalg::{add_into, dot_in_order, product_into};
 use crate::{Error, Result};
 use faer::{Mat, MatRef};
@@ -209,12 +210,12 @@ impl ScatterState {
         let q = outputs.as_ref().subrows(ncc_rows.start, ncc_rows.len());
         product_into(&mut scratch.ncc_dots, plan.ncc_coords.as_ref(), q);
 
-        let (r, rq) = (plan.sigma_b_rank(), ncc_rows.len());
+        let (nc1_rows, rq) = (plan.nc1_rows.clone(), ncc_rows.len());
         scratch.ncc_decisions.clear();
         for (i, &y) in labels.iter().enumerate() {
             let y = y as usize;
             let out = outputs.col_as_slice(i);
-            for (acc, &p) in self.projected_sq.iter_mut().zip(&out[..r]) {
+            for (acc, &p) in self.projected_sq.iter_mut().zip(&out[nc1_rows.clone()]) {
                 *acc += p * p;
             }
             // Squared NCC distance up to a k-independent term:
@@ -231,44 +232,57 @@ impl ScatterState {
             }
             scratch.ncc_decisions.push(ncc);
         }
-        if let Some(classifier) = &plan.classifier {
-            self.classify(plan, classifier, features, labels, scratch);
-            for ((&predicted, &ncc), &y) in scratch
-                .decisions
-                .iter()
-                .zip(&scratch.ncc_decisions)
-                .zip(labels)
-            {
+        if let Some(decider) = &plan.decider {
+            let mut decisions = std::mem::take(&mut scratch.decisions);
+            self.decided_by_projection +=
+                classify(plan, decider, features, labels, scratch, &mut decisions);
+            for (&predicted, &y) in decisions.iter().zip(labels) {
                 if predicted == y as usize {
                     self.correct += 1;
                 }
+            }
+            // nc4 compares the NCC rule with these decisions, or with those of W alone.
+            let mut unbiased = std::mem::take(&mut scratch.nc4_decisions);
+            if let Some(nc4_decider) = &plan.nc4_decider {
+                classify(plan, nc4_decider, features, labels, scratch, &mut unbiased);
+            }
+            let compared = if plan.nc4_decider.is_some() {
+                &unbiased
+            } else {
+                &decisions
+            };
+            for (&predicted, &ncc) in compared.iter().zip(&scratch.ncc_decisions) {
                 if predicted != ncc {
                     self.ncc_mismatch += 1;
                 }
             }
+            scratch.decisions = decisions;
+            scratch.nc4_decisions = unbiased;
         }
     }
+}
 
-    /// Fills `scratch.decisions` with argmax_k (W h + b)_k of the block's samples (the
-    /// exact path's decisions): from the projections where
-    /// [`super::decisions::ProjectedLogits`] proves them, else from one logit product over
-    /// the remaining samples, in f32 under [`super::decisions::F32Logits`]' bound for f32
-    /// features, in f64 otherwise.
-    fn classify<T: Feature>(
-        &mut self,
-        plan: &PlanData,
-        classifier: &Classifier,
-        features: &[T],
-        labels: &[u32],
-        scratch: &mut Scratch,
-    ) {
+/// Fills `decisions` with argmax_k (W h + b)_k of the block's samples under `decider`'s
+/// classifier (the exact path's decisions): from the projections where
+/// [`super::decisions::ProjectedLogits`] proves them, else from one logit product over
+/// the remaining samples, in f32 under [`super::decisions::F32Logits`]' bound for f32
+/// features, in f64 otherwise. Returns how many came from the projections.
+fn classify<T: Feature>(
+    plan: &PlanData,
+    decider: &Decider,
+    features: &[T],
+    labels: &[u32],
+    scratch: &mut Scratch,
+    decisions: &mut Vec<usize>,
+) -> u64 {
+    {
         let (k, d, rows) = (plan.num_classes, plan.dim, labels.len());
+        let classifier = &decider.classifier;
         let Scratch {
             centred,
             deviations,
             outputs,
             estimates,
-            decisions,
             undecided,
             gathered,
             gathered_f32,
@@ -279,17 +293,18 @@ impl ScatterState {
         decisions.clear();
         undecided.clear();
         // Both routes need the exact path's error bound (absent only for absurd d).
-        let errors = plan.logit_error.as_ref();
-        let f32_logits = plan
+        let errors = decider.logit_error.as_ref();
+        let f32_logits = decider
             .f32_logits
             .as_ref()
             .zip(errors)
             .filter(|_| T::EXACT_F32);
         // The projections cost K r f64 multiply-adds per sample, the logit product K d in
         // f64 or K d in f32 at twice the speed: they are tried only where they cost less.
-        let r = plan.sigma_b_rank();
+        let r = plan.basis_rank;
         let cheaper = f32_logits.is_none() || 2 * r < d;
-        match plan
+        let mut from_projections = 0;
+        match decider
             .projected_logits
             .as_ref()
             .zip(errors)
@@ -313,7 +328,7 @@ impl ScatterState {
                         }
                     }
                 }
-                self.decided_by_projection += (rows - undecided.len()) as u64;
+                from_projections = (rows - undecided.len()) as u64;
             }
             None => {
                 decisions.resize(rows, usize::MAX);
@@ -321,7 +336,7 @@ impl ScatterState {
             }
         }
         if undecided.is_empty() {
-            return;
+            return from_projections;
         }
         let count = undecided.len();
         if let Some((f32_logits, errors)) = f32_logits {
@@ -338,7 +353,7 @@ impl ScatterState {
             for (j, &i) in undecided.iter().enumerate() {
                 let y = labels[i] as usize;
                 let centred_row = &centred[i * d..(i + 1) * d];
-                let offsets = &plan.logit_offset[y * k..(y + 1) * k];
+                let offsets = &decider.logit_offset[y * k..(y + 1) * k];
                 let exact = |c: usize| dot_in_order(classifier.row(c), centred_row) + offsets[c];
                 decisions[i] = f32_logits.decide(
                     logits_f32.col_as_slice(j),
@@ -361,12 +376,13 @@ impl ScatterState {
             );
             for (j, &i) in undecided.iter().enumerate() {
                 let y = labels[i] as usize;
-                let offsets = &plan.logit_offset[y * k..(y + 1) * k];
+                let offsets = &decider.logit_offset[y * k..(y + 1) * k];
                 let column = logits.col_as_slice(j);
                 let negated = column.iter().zip(offsets).map(|(z, o)| -(z + o));
                 decisions[i] = argmin(negated.enumerate());
             }
         }
+        from_projections
     }
 }
 
@@ -381,9 +397,11 @@ struct Scratch {
     outputs: Mat<f64>,
     ncc_dots: Mat<f64>,
     estimates: Mat<f64>,
-    /// Per sample: the NCC class and the classifier's class.
+    /// Per sample: the NCC class, the classifier's class, and that of W without its bias
+    /// (when `nc4` compares that one).
     ncc_decisions: Vec<usize>,
     decisions: Vec<usize>,
+    nc4_decisions: Vec<usize>,
     /// The samples the projections cannot decide, their centred rows (f64 route) or
     /// features (f32 route), and their logits.
     undecided: Vec<usize>,
@@ -403,6 +421,7 @@ impl Default for Scratch {
             estimates: Mat::zeros(0, 0),
             ncc_decisions: Vec::new(),
             decisions: Vec::new(),
+            nc4_decisions: Vec::new(),
             undecided: Vec::new(),
             gathered: Vec::new(),
             gathered_f32: Vec::new(),
@@ -517,18 +536,33 @@ impl ScatterAccumulator {
             return Err(Error::InvalidArgument("phase 2 saw no samples".into()));
         }
         let nf = n as f64;
-        let nc1 = state
+        let convention = &plan.convention;
+        // tr(Sigma_W Sigma_B^+) / K = sum_j u_j^T Sigma_W u_j / s_j^2.
+        let nc1_per_class: f64 = state
             .projected_sq
             .iter()
             .zip(&plan.inv_sq_singular)
             .map(|(sq, inv)| sq / nf * inv)
             .sum();
+        let nc1 = match convention.nc1_scale {
+            Nc1Scale::PerClass => nc1_per_class,
+            Nc1Scale::Total => nc1_per_class * k as f64,
+        };
         let variance: Vec<f64> = state
             .deviation_sq
             .iter()
             .zip(&state.class_counts)
-            .map(|(sq, &c)| if c > 0 { sq / c as f64 } else { 0.0 })
+            .map(|(sq, &c)| match convention.cdnv_variance {
+                _ if c == 0 => 0.0,
+                CdnvVariance::Population => sq / c as f64,
+                // One sample has no sample variance: 0/0, as the numpy formula gives.
+                CdnvVariance::Sample => sq / (c - 1) as f64,
+            })
             .collect();
+        let nc4 = |mismatch: u64| match convention.nc4 {
+            Nc4Form::Mismatch => mismatch as f64 / nf,
+            Nc4Form::Agreement => (n - mismatch) as f64 / nf,
+        };
         let mut cdnv_sum = 0.0;
         for a in 0..k {
             for b in a + 1..k {
@@ -543,7 +577,7 @@ impl ScatterAccumulator {
             nc1,
             nc2: clf.map(|c| c.nc2),
             nc3: clf.map(|c| c.nc3),
-            nc4: clf.map(|_| fraction(state.ncc_mismatch)),
+            nc4: clf.map(|_| nc4(state.ncc_mismatch)),
             bias_relation: clf.map(|c| c.bias_relation),
             accuracy: clf.map(|_| fraction(state.correct)),
             ncc_accuracy: fraction(state.ncc_correct),
@@ -557,6 +591,7 @@ impl ScatterAccumulator {
             num_classes: k,
             dim: plan.dim,
             sigma_b_rank: plan.sigma_b_rank(),
+            convention: plan.convention,
         })
     }
 }
@@ -564,7 +599,7 @@ impl ScatterAccumulator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{ClassMeans, MeanAccumulator};
+    use crate::metrics::{ClassMeans, Classifier, MeanAccumulator};
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use rand_distr::StandardNormal;
