@@ -266,4 +266,18 @@ mod tests {
         assert_eq!(remove_stale_temps(&dir.join("absent")).unwrap(), 0);
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    #[test]
+    fn a_run_folder_that_is_a_file_is_reported_not_taken_as_empty() {
+        // Only a missing folder has no stale files; one that cannot be listed is an error.
+        let dir = scratch_dir("not-a-dir");
+        let file = dir.join("runs");
+        fs::write(&file, b"x").unwrap();
+        let msg = remove_stale_temps(&file).unwrap_err().to_string();
+        assert!(
+            msg.starts_with(&file.display().to_string()) && msg.contains("listing the directory"),
+            "{msg}"
+        );
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

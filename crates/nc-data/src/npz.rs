@@ -282,4 +282,29 @@ mod tests {
         assert_eq!(back.shape, [2, 2]);
         assert_eq!(back.data, crate::array::ArrayData::F32(a.to_vec()));
     }
+
+    /// Io errors from the zip reader: a short read or bad bytes mean a corrupt archive ("not a
+    /// valid .npz file"); any other kind is a system error while reading it. (Real read errors
+    /// such as EIO cannot be produced from a test file.)
+    #[test]
+    fn zip_reader_io_errors_are_corrupt_files_or_read_failures_by_kind() {
+        let path = Path::new("run/features.npz");
+        let io = |kind| ZipError::Io(io::Error::new(kind, "boom"));
+        for kind in [io::ErrorKind::UnexpectedEof, io::ErrorKind::InvalidData] {
+            let err = zip_error(path, "member 'labels.npy'", io(kind));
+            assert!(
+                matches!(err, DataError::InvalidFormat { .. }),
+                "{kind:?}: {err:?}"
+            );
+            assert_eq!(
+                err.to_string(),
+                "run/features.npz: not a valid .npz file: member 'labels.npy': i/o error: boom"
+            );
+        }
+        for kind in [io::ErrorKind::PermissionDenied, io::ErrorKind::Other] {
+            let err = zip_error(path, "member 'labels.npy'", io(kind));
+            assert!(matches!(err, DataError::Io { .. }), "{kind:?}: {err:?}");
+            assert_eq!(err.to_string(), "run/features.npz: reading failed: boom");
+        }
+    }
 }

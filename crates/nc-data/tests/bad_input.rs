@@ -624,3 +624,76 @@ fn an_archive_with_two_members_of_one_name_is_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The refusal says what the path is, so that a user who passed `/dev/stdin` or a socket by
+/// mistake sees why.
+#[cfg(unix)]
+#[test]
+fn devices_and_sockets_are_refused_by_what_they_are() {
+    let err = nc_data::npz::read_npz(Path::new("/dev/null")).unwrap_err();
+    assert!(matches!(err, DataError::NotRegularFile { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "/dev/null: is a device, not a regular file (expected a .npz file)"
+    );
+    let dir = scratch("socket");
+    let path = dir.join("features.npz");
+    let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let err = load_within_seconds(&path).unwrap_err();
+    assert!(matches!(err, DataError::NotRegularFile { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "{}: is a socket, not a regular file",
+            path.display()
+        )),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Offsets of the headers of member `name`: (local header, central directory header).
+fn member_headers(bytes: &[u8], name: &[u8]) -> (usize, usize) {
+    let find = |magic: &[u8], name_offset: usize| {
+        (0..bytes.len().saturating_sub(name_offset + name.len()))
+            .find(|&at| {
+                bytes[at..].starts_with(magic) && bytes[at + name_offset..].starts_with(name)
+            })
+            .unwrap_or_else(|| panic!("no header of {name:?}"))
+    };
+    (find(b"PK\x03\x04", 30), find(b"PK\x01\x02", 46))
+}
+
+/// The stored `features` member of a valid archive is read in place only when the zip
+/// directory says it is stored as is: a member labelled deflate-compressed is decompressed
+/// (as np.load does), and one whose compressed size differs from its size is read through
+/// the zip reader, even though the bytes in place would be a valid array. Both archives
+/// are corrupt and reported so.
+#[test]
+fn members_not_stored_as_is_are_never_read_in_place() {
+    let dir = scratch("npz-not-as-is");
+    let clean = dir.join("clean.npz");
+    write_npz(&clean, &valid_arrays());
+    let clean = std::fs::read(&clean).unwrap();
+    let (local, central) = member_headers(&clean, b"features.npy");
+
+    let mut relabelled = clean.clone();
+    for method in [local + 8, central + 10] {
+        relabelled[method..method + 2].copy_from_slice(&8u16.to_le_bytes());
+    }
+    let mut resized = clean.clone();
+    let size = u32::from_le_bytes(clean[central + 20..central + 24].try_into().unwrap());
+    resized[central + 20..central + 24].copy_from_slice(&(size + 1).to_le_bytes());
+
+    for (name, bytes) in [("relabelled.npz", relabelled), ("resized.npz", resized)] {
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes).unwrap();
+        let mut reader = nc_data::npz::NpzReader::open(&path).unwrap();
+        assert!(reader.map_floats("features").unwrap().is_none(), "{name}");
+        let msg = load_error(&path);
+        assert!(
+            msg.contains("not a valid .npz file: member 'features.npy' is corrupt"),
+            "{msg}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

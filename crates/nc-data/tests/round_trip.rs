@@ -432,3 +432,63 @@ fn feature_export_is_validated() {
         "{msg}"
     );
 }
+
+/// Archives below 4 GiB need no zip64 extension: every member has a plain zip 2.0 local
+/// header without extra fields, readable by any unzip, and the archive ends with the plain
+/// end-of-directory record.
+#[test]
+fn small_npz_archives_are_plain_zip_without_zip64_records() {
+    let dir = scratch("npz-plain-zip");
+    let path = dir.join("small.npz");
+    let a = sample(DType::F32);
+    let b = sample(DType::I64);
+    nc_data::npz::write_npz(&path, &[("a", a.view()), ("b", b.view())]).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]);
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let mut at = 0;
+    for (name, array) in [("a.npy", &a), ("b.npy", &b)] {
+        assert_eq!(&bytes[at..at + 4], b"PK\x03\x04", "{name}: no local header");
+        assert!(
+            u16_at(at + 4) <= 20,
+            "{name}: needs zip version {}",
+            u16_at(at + 4)
+        );
+        assert_eq!(u16_at(at + 28), 0, "{name}: local header has extra fields");
+        let size = nc_data::npy::encoded_len(&array.view());
+        assert_eq!(u32_at(at + 18) as usize, size, "{name}: compressed size");
+        assert_eq!(&bytes[at + 30..at + 30 + name.len()], name.as_bytes());
+        at += 30 + name.len() + size;
+    }
+    assert_eq!(&bytes[at..at + 4], b"PK\x01\x02", "central directory");
+    let end = bytes.len() - 22;
+    assert_eq!(
+        &bytes[end..end + 4],
+        b"PK\x05\x06",
+        "end of central directory"
+    );
+    assert!(
+        !bytes
+            .windows(4)
+            .any(|w| w == b"PK\x06\x06" || w == b"PK\x06\x07"),
+        "zip64 end records"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn npz_reader_debug_shows_the_file_and_its_arrays() {
+    let dir = scratch("npz-debug");
+    let path = dir.join("two.npz");
+    let a = sample(DType::F64);
+    nc_data::npz::write_npz(&path, &[("means", a.view()), ("weight", a.view())]).unwrap();
+    let reader = nc_data::npz::NpzReader::open(&path).unwrap();
+    assert_eq!(
+        format!("{reader:?}"),
+        format!(
+            "NpzReader {{ path: {:?}, names: [\"means\", \"weight\"] }}",
+            path
+        )
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
