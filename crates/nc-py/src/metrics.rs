@@ -4,7 +4,7 @@
 use crate::arrays::{self, FeatureSlice};
 use crate::error::Result;
 use crate::guard;
-use nc_math::metrics::{compute_metrics, ClassMeans, Classifier, NcMetrics};
+use nc_math::metrics::{compute_metrics_with, ClassMeans, Classifier, Convention, NcMetrics};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
@@ -26,6 +26,7 @@ pub fn to_dict<'py>(py: Python<'py>, metrics: &NcMetrics) -> Result<Bound<'py, P
                 Some(int) => dict.set_item(key, int)?,
                 None => dict.set_item(key, n.as_f64())?,
             },
+            serde_json::Value::String(text) => dict.set_item(key, text)?,
             _ => dict.set_item(key, py.None())?,
         }
     }
@@ -40,10 +41,15 @@ pub fn compute(
     k: usize,
     classifier: Option<&Classifier>,
     reference: Option<&ClassMeans>,
+    convention: &Convention,
 ) -> Result<NcMetrics> {
     Ok(match features {
-        FeatureSlice::F32(x) => compute_metrics(x, labels, dim, k, classifier, reference)?,
-        FeatureSlice::F64(x) => compute_metrics(x, labels, dim, k, classifier, reference)?,
+        FeatureSlice::F32(x) => {
+            compute_metrics_with(x, labels, dim, k, classifier, reference, convention)?
+        }
+        FeatureSlice::F64(x) => {
+            compute_metrics_with(x, labels, dim, k, classifier, reference, convention)?
+        }
     })
 }
 
@@ -62,7 +68,7 @@ pub fn classifier(
 /// Every metric of docs/metrics.md for features in memory (see python/nclab/__init__.py
 /// for the documentation users read).
 #[pyfunction]
-#[pyo3(signature = (features, labels, weight=None, bias=None, *, num_classes=None, means_from=None))]
+#[pyo3(signature = (features, labels, weight=None, bias=None, *, num_classes=None, means_from=None, convention="nclab"))]
 pub fn metrics<'py>(
     py: Python<'py>,
     features: &Bound<'py, PyAny>,
@@ -71,7 +77,9 @@ pub fn metrics<'py>(
     bias: Option<&Bound<'py, PyAny>>,
     num_classes: Option<&Bound<'py, PyAny>>,
     means_from: Option<&Bound<'py, PyAny>>,
+    convention: &str,
 ) -> Result<Bound<'py, PyDict>> {
+    let convention: Convention = convention.parse()?;
     let features = arrays::features(features)?;
     let (n, d) = features.shape();
     let labels = arrays::labels(labels, n)?;
@@ -90,7 +98,7 @@ pub fn metrics<'py>(
         .as_slice()
         .map_err(|_| crate::error::value("labels are not contiguous"))?;
     let result = guard::compute(py, || {
-        compute(slice, ys, d, k, classifier.as_ref(), reference.as_ref())
+        compute(slice, ys, d, k, classifier.as_ref(), reference.as_ref(), &convention)
     })?;
     to_dict(py, &result)
 }

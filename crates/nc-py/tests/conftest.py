@@ -94,6 +94,7 @@ def brute_force(h, y, k, weight=None, bias=None, reference=None) -> dict:
         "num_classes": k,
         "dim": d,
         "sigma_b_rank": int(keep.sum()),
+        "convention": "nclab",
     }
     if weight is None:
         out.update(dict.fromkeys(
@@ -120,7 +121,7 @@ def assert_metrics_close(got: dict, expected: dict, rtol: float = 1e-9, atol: fl
     assert sorted(got) == sorted(expected)
     for key, want in expected.items():
         have = got[key]
-        if want is None or isinstance(want, int):
+        if want is None or isinstance(want, (int, str)):
             assert have == want, f"{key}: {have} != {want}"
         else:
             assert have is not None and np.isclose(have, want, rtol=rtol, atol=atol), (

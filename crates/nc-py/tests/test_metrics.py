@@ -125,3 +125,30 @@ def test_nan_classifier_quantities_are_none():
     got = nclab.metrics(h, y, np.ones((3, 4)))
     assert got["nc2"] is None and got["equinorm_w"] is None
     assert got["accuracy"] is not None
+
+
+def test_a_convention_changes_the_formulas_it_names_and_is_recorded():
+    rng = np.random.default_rng(9)
+    h, y, w, b = gaussian(rng, 5, 12, [30, 4, 17, 9, 22])
+    spec = nclab.metrics(h, y, w, b)
+    assert spec["convention"] == "nclab"
+    papyan = nclab.metrics(h, y, w, b, convention="papyan2020")
+    assert papyan["convention"] == "papyan2020"
+    # Not divided by K; with classes this unequal the mean of class means moves Sigma_B.
+    assert not np.isclose(papyan["nc1"], spec["nc1"], rtol=1e-3)
+    # The switches of a mix act one by one: NC1 not divided by K, everything else as nclab.
+    total = nclab.metrics(h, y, w, b, convention="nclab+nc1-scale=total")
+    assert total["convention"] == "nclab+nc1-scale=total"
+    assert total["nc1"] == pytest.approx(5 * spec["nc1"], rel=1e-12)
+    assert total["nc2"] == spec["nc2"] and total["cdnv"] == spec["cdnv"]
+    agreement = nclab.metrics(h, y, w, b, convention="nclab+nc4=agreement")
+    assert agreement["nc4"] == pytest.approx(1 - spec["nc4"], abs=1e-15)
+
+
+def test_an_unknown_convention_is_a_value_error_naming_the_choices():
+    h, y = np.zeros((4, 2)), np.array([0, 1, 0, 1])
+    h[1::2] += 1.0
+    with pytest.raises(ValueError, match="unknown convention 'papyan' \\(expected one of nclab, zhou2022"):
+        nclab.metrics(h, y, convention="papyan")
+    with pytest.raises(ValueError, match="convention switch nc3: unknown value 'frobenius'"):
+        nclab.metrics(h, y, convention="nclab+nc3=frobenius")

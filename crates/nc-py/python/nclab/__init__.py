@@ -37,7 +37,7 @@ __version__ = "0.1.0"
 METRIC_KEYS = (
     "nc1", "nc2", "nc3", "nc4", "bias_relation", "accuracy", "ncc_accuracy",
     "equinorm_w", "equinorm_h", "equiangle_w", "equiangle_h", "nc2_means", "cdnv",
-    "num_samples", "num_classes", "dim", "sigma_b_rank",
+    "num_samples", "num_classes", "dim", "sigma_b_rank", "convention",
 )  # fmt: skip
 #: Relative cutoff on the singular values of the centred class means (docs/metrics.md).
 RANK_CUTOFF: float = _core.RANK_CUTOFF
@@ -53,6 +53,7 @@ def metrics(
     *,
     num_classes: Optional[int] = None,
     means_from: Any = None,
+    convention: str = "nclab",
 ) -> Dict[str, Any]:
     """Every neural-collapse metric of docs/metrics.md, as ``nclab analyze --json`` gives it.
 
@@ -66,6 +67,10 @@ def metrics(
         num_classes: K; default the rows of ``weight``, else the largest label + 1.
         means_from: optional K x d reference class means for the nearest-class-centre rule
             (``nc4``, ``ncc_accuracy``), e.g. the training split's for test features.
+        convention: the formulas, as ``nclab analyze --convention`` takes them: a preset
+            (``nclab``, ``zhou2022``, ``zhu2021``, ``papyan2020``, ``rhubarbwu``,
+            ``nctoolbox``), optionally with switches, e.g. ``"zhou2022+nc4=agreement"``
+            (docs/metrics.md, "Conventions"). The dict's ``convention`` key records it.
 
     Returns:
         A dict with the keys :data:`METRIC_KEYS`: ``nc1 = tr(Sigma_W Sigma_B^+)/K`` with an
@@ -78,5 +83,11 @@ def metrics(
         TypeError: a dtype the engine does not read (integer features, float labels, ...).
     """
     return _core.metrics(
-        features, labels, weight, bias, num_classes=num_classes, means_from=means_from
+        features,
+        labels,
+        weight,
+        bias,
+        num_classes=num_classes,
+        means_from=means_from,
+        convention=convention,
     )

@@ -16,6 +16,7 @@ def metrics(
     *,
     num_classes: Optional[int] = None,
     means_from: Any = None,
+    convention: str = "nclab",
 ) -> Dict[str, Any]: ...
 def state_info(data: bytes) -> Dict[str, Any]:
     """The metadata of partial-state bytes: format, version, phase, convention, num_classes,
