@@ -140,6 +140,8 @@ pub struct Report {
     pub unfinished: Vec<PathBuf>,
     /// Run directories that could not be read, with the reason: left out.
     pub unreadable: Vec<Unreadable>,
+    /// The metric convention every run recorded (docs/metrics.md, "Conventions").
+    pub convention: String,
 }
 
 impl Report {
@@ -165,6 +167,12 @@ impl Report {
             ));
         }
         let mut grid: BTreeMap<(u64, usize), BTreeMap<LossKind, Vec<Run>>> = BTreeMap::new();
+        // runs::scan checked that every finished run has the same fixed settings,
+        // the convention among them.
+        let convention = scan.finished[0].fixed_settings["convention"]
+            .as_str()
+            .unwrap_or("nclab")
+            .to_string();
         for run in scan.finished {
             grid.entry((run.width.to_bits(), run.epochs))
                 .or_default()
@@ -193,6 +201,7 @@ impl Report {
             cells,
             unfinished: scan.unfinished,
             unreadable: scan.unreadable,
+            convention,
         })
     }
 

@@ -6,7 +6,8 @@ use crate::error::{Error, Result};
 use nc_data::features::{load_feature_file, FeatureKeys, FeatureSet, FloatData};
 use nc_data::DType;
 use nc_math::metrics::{
-    compute_metrics, ClassMeans, Classifier, LeF32, LeF64, MeanAccumulator, NcMetrics,
+    compute_metrics_with, ClassMeans, Classifier, Convention, LeF32, LeF64, MeanAccumulator,
+    NcMetrics,
 };
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,8 @@ pub struct AnalysisRequest {
     /// A feature file (read with the same keys) whose class means the nearest-class-centre
     /// rule uses instead of the file's own, e.g. the training split's.
     pub means_from: Option<PathBuf>,
+    /// The formulas (docs/metrics.md, "Conventions").
+    pub convention: Convention,
 }
 
 impl AnalysisRequest {
@@ -59,7 +62,7 @@ impl AnalysisRequest {
             )?),
             None => None,
         };
-        analyze(&set, reference.as_ref())
+        analyze(&set, reference.as_ref(), &self.convention)
     }
 }
 
@@ -133,7 +136,11 @@ pub fn class_means_of(set: &FeatureSet, num_classes: usize) -> Result<ClassMeans
 
 /// Both phases over the features of one file, in their stored precision; `reference`: the
 /// class means of the NCC rule (K x d like the features).
-pub fn analyze(set: &FeatureSet, reference: Option<&ClassMeans>) -> Result<NcMetrics> {
+pub fn analyze(
+    set: &FeatureSet,
+    reference: Option<&ClassMeans>,
+    convention: &Convention,
+) -> Result<NcMetrics> {
     let k = num_classes(set)?;
     let path = &set.path;
     let classifier = match &set.weight {
@@ -155,13 +162,14 @@ pub fn analyze(set: &FeatureSet, reference: Option<&ClassMeans>) -> Result<NcMet
             ));
         }
     }
-    with_stored_features!(set, |features| compute_metrics(
+    with_stored_features!(set, |features| compute_metrics_with(
         features,
         &set.labels,
         set.dim,
         k,
         classifier.as_ref(),
-        reference
+        reference,
+        convention
     ))
     .map_err(in_file(path))
 }
@@ -198,6 +206,7 @@ mod tests {
             weight_required: false,
             bias_required: false,
             means_from: None,
+            convention: Convention::NCLAB,
         };
         let err = request.run().unwrap_err().to_string();
         assert!(

@@ -29,6 +29,8 @@ struct RunData {
     test_features: Option<FeatureSet>,
     /// The `data` setting of its config.json (None when the run has no readable config).
     data: Option<serde_json::Value>,
+    /// The metric convention of its config.json (`nclab` when it names none).
+    convention: serde_json::Value,
 }
 
 /// The comparison of every pair, as square matrices in `runs` order (null where a quantity
@@ -112,6 +114,9 @@ fn load_run(dir: &Path) -> Result<RunData> {
             path: path.clone(),
             source,
         })?;
+    let config = std::fs::read_to_string(layout.config())
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
     Ok(RunData {
         label: dir.file_name().map_or_else(
             || dir.display().to_string(),
@@ -124,10 +129,11 @@ fn load_run(dir: &Path) -> Result<RunData> {
         classifier,
         train_features: features("train")?,
         test_features: features("test")?,
-        data: std::fs::read_to_string(layout.config())
-            .ok()
-            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
-            .and_then(|config| config.get("data").cloned()),
+        data: config.as_ref().and_then(|c| c.get("data").cloned()),
+        convention: config
+            .as_ref()
+            .and_then(|c| c.get("convention").cloned())
+            .unwrap_or_else(|| nc_math::metrics::Convention::NCLAB.label().into()),
     })
 }
 
@@ -188,6 +194,17 @@ pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
                 "has {} classes but {} has {k}",
                 r.num_classes,
                 runs[0].dir.display()
+            ),
+        ));
+    }
+    if let Some(other) = runs.iter().find(|r| r.convention != runs[0].convention) {
+        return Err(Error::invalid(
+            &other.dir,
+            format!(
+                "computes its metrics under the convention {} but {} under {}: compare runs of one convention",
+                other.convention,
+                runs[0].dir.display(),
+                runs[0].convention
             ),
         ));
     }

@@ -107,6 +107,10 @@ pub fn read_run(dir: &Path) -> Result<Run> {
         if let Some(model) = map.get_mut("model").and_then(Value::as_object_mut) {
             model.remove("width");
         }
+        // Runs written before conventions had names computed `nclab`'s: a run that says
+        // so belongs with them, and one with another convention does not.
+        map.entry("convention")
+            .or_insert_with(|| Value::from(nc_math::metrics::Convention::NCLAB.label()));
     }
 
     let metrics_path = layout.metrics_jsonl();

@@ -6,6 +6,8 @@
 //! counts (global mean), classifier rows sharing a large common component (W centring), a
 //! between-class direction 1e-3 of the largest (pinv cutoffs), a bias that changes decisions.
 
+// The reference spells the formulas index by index, as the codebases it mirrors do.
+#![allow(clippy::needless_range_loop)]
 use faer::Mat;
 use nc_math::metrics::convention::{PinvCutoff, WeightCentring};
 use nc_math::metrics::{

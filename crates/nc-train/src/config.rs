@@ -44,6 +44,10 @@ pub struct TrainConfig {
     pub device: String,
     /// Batch size for evaluation passes (does not change any number).
     pub eval_batch_size: usize,
+    /// The formulas of the recorded metrics (docs/metrics.md, "Conventions"); absent in
+    /// runs written before conventions had names, which are all `nclab`.
+    #[serde(default)]
+    pub convention: nc_math::metrics::Convention,
 }
 
 impl TrainConfig {
@@ -74,6 +78,7 @@ impl TrainConfig {
             save_features: false,
             device: "cpu".into(),
             eval_batch_size: paper::EVAL_BATCH_SIZE,
+            convention: nc_math::metrics::Convention::NCLAB,
         }
     }
 

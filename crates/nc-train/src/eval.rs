@@ -7,7 +7,9 @@
 //! kept in memory and both phases read them; otherwise the model runs twice over the data.
 //! No d x d matrix is formed anywhere.
 use burn::prelude::*;
-use nc_math::metrics::{ClassMeans, Classifier, MeanAccumulator, MetricsPlan, NcMetrics};
+use nc_math::metrics::{
+    ClassMeans, Classifier, Convention, MeanAccumulator, MetricsPlan, NcMetrics,
+};
 
 use crate::data::{make_batch, Normalization};
 use crate::error::Result;
@@ -48,6 +50,8 @@ pub struct EvalRequest<'a> {
     pub metrics: bool,
     /// Training class means for NC4/NCC on a test split.
     pub reference_means: Option<&'a ClassMeans>,
+    /// The formulas of the metrics.
+    pub convention: Convention,
     pub keep_features: bool,
     /// Bytes of features to hold in memory before switching to two passes.
     pub memory_limit: usize,
@@ -133,7 +137,8 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
             model.classifier_weight(),
             Some(model.classifier_bias()),
         )?;
-        let plan = MetricsPlan::new(&means, Some(&clf), req.reference_means)?;
+        let plan =
+            MetricsPlan::with_convention(&means, Some(&clf), req.reference_means, &req.convention)?;
         let mut sc = plan.accumulator();
         if in_memory {
             let labels: Vec<u32> = req.indices.iter().map(|&i| req.samples.labels[i]).collect();

@@ -725,6 +725,7 @@ fn split_req<'a>(
         batch_size: cfg.eval_batch_size,
         metrics,
         reference_means: refm,
+        convention: cfg.convention,
         keep_features: keep,
         memory_limit: 1 << 30,
     }

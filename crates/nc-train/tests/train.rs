@@ -993,3 +993,36 @@ fn resume_after_sigkills_at_random_moments_matches() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+#[test]
+fn the_metrics_follow_the_configured_convention_and_config_json_records_it() {
+    let base = synthetic_cfg(Loss::CrossEntropy, 1);
+    let mut scaled = base.clone();
+    scaled.convention = "nclab+nc1-scale=total,nc4=agreement".parse().unwrap();
+    let (a, b) = (tmp("convention-nclab"), tmp("convention-total"));
+    train(checked(&base), &a, quiet()).unwrap();
+    train(checked(&scaled), &b, quiet()).unwrap();
+    let config: serde_json::Value = serde_json::from_str(&read(&b.join("config.json"))).unwrap();
+    assert_eq!(config["convention"], "nclab+nc1-scale=total,nc4=agreement");
+    let rows = |dir: &Path| -> Vec<serde_json::Value> {
+        read(&dir.join("metrics.jsonl"))
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let (spec, other) = (rows(&a), rows(&b));
+    assert_eq!(spec.len(), other.len());
+    for (s, o) in spec.iter().zip(&other) {
+        for split in ["train", "test"] {
+            let nc1 = |v: &serde_json::Value| v[format!("{split}_nc1")].as_f64().unwrap();
+            // Training is the same (bit for bit): only the formulas differ, NC1 by K = 3.
+            assert!(
+                (nc1(o) - 3.0 * nc1(s)).abs() <= 1e-12 * nc1(o),
+                "{split}: {o} vs {s}"
+            );
+            let nc4 = |v: &serde_json::Value| v[format!("{split}_nc4")].as_f64().unwrap();
+            assert!((nc4(o) - (1.0 - nc4(s))).abs() < 1e-15, "{split}");
+            assert_eq!(o[format!("{split}_nc2")], s[format!("{split}_nc2")]);
+        }
+    }
+}

@@ -89,3 +89,81 @@ mod tests {
         );
     }
 }
+
+/// The values of one convention switch, each with its meaning, for `--help`.
+fn switch_values<T: Copy + 'static>(
+    all: &'static [T],
+    name: fn(T) -> &'static str,
+    meaning: fn(T) -> &'static str,
+) -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(
+        all.iter()
+            .map(|&v| clap::builder::PossibleValue::new(name(v)).help(meaning(v))),
+    )
+}
+
+macro_rules! convention_args {
+    ($($(#[$doc:meta])* $field:ident: $switch:literal = $ty:ident,)+) => {
+        /// The metric convention (docs/metrics.md, "Conventions"): a preset, and switches
+        /// that override it one by one. Shared by every subcommand that computes metrics.
+        #[derive(clap::Args, Debug, Clone)]
+        #[command(next_help_heading = "Metric convention")]
+        pub struct ConventionArgs {
+            /// The formulas: a preset (nclab: docs/metrics.md; zhou2022: jinxinzhou/nc_loss;
+            /// zhu2021: tding1/Neural-Collapse; papyan2020: the neuralcollapse notebook;
+            /// rhubarbwu: rhubarbwu/neural-collapse defaults; nctoolbox: felixsh/nc-toolbox),
+            /// optionally followed by switches, e.g. `zhou2022+nc4=agreement`. The flags
+            /// below override single switches.
+            #[arg(long, default_value = "nclab", value_name = "PRESET[+SWITCH=VALUE,...]",
+                value_parser = |text: &str| text.parse::<nc_math::metrics::Convention>().map_err(|e| e.to_string()))]
+            pub convention: nc_math::metrics::Convention,
+            $(
+                $(#[$doc])*
+                #[arg(long, value_name = "VALUE", value_parser = switch_values(
+                    nc_math::metrics::convention::$ty::ALL,
+                    nc_math::metrics::convention::$ty::name,
+                    nc_math::metrics::convention::$ty::meaning,
+                ))]
+                pub $field: Option<String>,
+            )+
+        }
+
+        impl ConventionArgs {
+            /// The preset with the switches given on the command line applied.
+            pub fn convention(&self) -> nc_math::metrics::Convention {
+                let mut convention = self.convention;
+                $(
+                    if let Some(value) = &self.$field {
+                        convention
+                            .set($switch, value)
+                            .expect("clap checked the value against the switch's list");
+                    }
+                )+
+                convention
+            }
+        }
+    };
+}
+
+convention_args! {
+    /// Whether nc1 is divided by K.
+    nc1_scale: "nc1-scale" = Nc1Scale,
+    /// The global mean that centres the class means.
+    global_mean: "global-mean" = GlobalMean,
+    /// The classifier rows of nc2, nc3, equinorm_w and equiangle_w.
+    weight: "weight" = WeightCentring,
+    /// Which eigenvalues of Sigma_B its pseudo-inverse keeps.
+    pinv: "pinv" = PinvCutoff,
+    /// The form of nc3.
+    nc3: "nc3" = Nc3Form,
+    /// The form of equinorm_w and equinorm_h.
+    equinorm: "equinorm" = Equinorm,
+    /// The form of equiangle_w and equiangle_h.
+    equiangle: "equiangle" = Equiangle,
+    /// Whether nc4 counts disagreements or agreements.
+    nc4: "nc4" = Nc4Form,
+    /// The classifier decision nc4 compares with the nearest class mean.
+    nc4_bias: "nc4-bias" = Nc4Bias,
+    /// The per-class variance of cdnv.
+    cdnv_variance: "cdnv-variance" = CdnvVariance,
+}

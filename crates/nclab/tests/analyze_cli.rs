@@ -112,10 +112,11 @@ fn json_has_exactly_the_spec_keys() {
             .collect();
         keys.sort();
         // The documented keys (docs/metrics.md), alphabetically.
-        let expected = "accuracy bias_relation cdnv dim equiangle_h equiangle_w equinorm_h \
-                        equinorm_w nc1 nc2 nc2_means nc3 nc4 ncc_accuracy num_classes \
-                        num_samples sigma_b_rank";
+        let expected = "accuracy bias_relation cdnv convention dim equiangle_h equiangle_w \
+                        equinorm_h equinorm_w nc1 nc2 nc2_means nc3 nc4 ncc_accuracy \
+                        num_classes num_samples sigma_b_rank";
         assert_eq!(keys.join(" "), expected);
+        assert_eq!(value["convention"], "nclab");
         assert_eq!(value["num_samples"], 4);
         assert_eq!(value["accuracy"], 1.0);
         // Hand-computed: class 0 at (-1.1, 0) +/- (0.1, 0.1), class 1 at (1.05, 0) +/- (0.05, 0.2);
@@ -128,6 +129,60 @@ fn json_has_exactly_the_spec_keys() {
             "nc1 = {nc1}"
         );
     }
+}
+
+#[test]
+fn a_convention_changes_its_formulas_and_is_recorded() {
+    let dir = scratch_dir("convention");
+    let path = dir.join("good.npz");
+    write(&path, &good());
+    let file = path.to_str().unwrap();
+    let json = |extra: &[&str]| {
+        let mut args = vec!["analyze", file, "--json"];
+        args.extend_from_slice(extra);
+        let (code, stdout, stderr) = nclab(&args);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let spec = json(&[]);
+    // A preset, the same preset spelled as switches, and a switch on top of a preset.
+    let total = json(&["--convention", "papyan2020"]);
+    assert_eq!(total["convention"], "papyan2020");
+    let nc1 = |v: &serde_json::Value| v["nc1"].as_f64().unwrap();
+    // K = 2 with equal counts: the mean of class means is the sample mean, so NC1 is the
+    // specification's times K.
+    assert!(
+        (nc1(&total) - 2.0 * nc1(&spec)).abs() < 1e-12 * nc1(&spec),
+        "{total}"
+    );
+    let switched = json(&["--nc1-scale", "total", "--nc4", "agreement"]);
+    assert_eq!(
+        switched["convention"],
+        "nclab+nc1-scale=total,nc4=agreement"
+    );
+    assert!((nc1(&switched) - nc1(&total)).abs() < 1e-12 * nc1(&total));
+    assert_eq!(
+        switched["nc4"].as_f64().unwrap(),
+        1.0 - spec["nc4"].as_f64().unwrap()
+    );
+    let mixed = json(&["--convention", "zhu2021", "--cdnv-variance", "sample"]);
+    assert_eq!(mixed["convention"], "zhu2021+cdnv-variance=sample");
+    let (code, table, _) = nclab(&["analyze", file, "--convention", "rhubarbwu"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("convention: rhubarbwu"), "{table}");
+    // Unknown names are refused by the argument parser (exit 2) with the choices.
+    let (code, _, stderr) = nclab(&["analyze", file, "--convention", "papyan"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("unknown convention 'papyan' (expected one of nclab, zhou2022"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = nclab(&["analyze", file, "--nc3", "frobenius"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("gram") && stderr.contains("duality-squared"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -307,3 +307,33 @@ fn bad_runs_are_named() {
     let (code, _, _) = nclab(&["compare", root.join("a").to_str().unwrap()]);
     assert_eq!(code, 2, "one run is not a comparison");
 }
+
+#[test]
+fn runs_of_different_conventions_are_not_compared() {
+    let root = scratch_dir("conventions");
+    let (a, b) = (root.join("a"), root.join("b"));
+    write_run(&a, &base_net(1));
+    write_run(&b, &rotated(&base_net(1)));
+    let compare = || {
+        nclab(&[
+            "compare",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+            "--out",
+            root.join("o").to_str().unwrap(),
+        ])
+    };
+    // A run without a config names no convention: `nclab`'s, like one that says so.
+    std::fs::write(b.join("config.json"), r#"{"convention":"nclab"}"#).unwrap();
+    let (code, _, stderr) = compare();
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(b.join("config.json"), r#"{"convention":"zhou2022"}"#).unwrap();
+    let (code, _, stderr) = compare();
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("zhou2022")
+            && stderr.contains("nclab")
+            && stderr.contains("one convention"),
+        "{stderr}"
+    );
+}

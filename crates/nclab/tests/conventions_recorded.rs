@@ -70,7 +70,13 @@ fn every_recorded_codebase_matches_its_preset() {
     let names: BTreeSet<&str> = presets.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        BTreeSet::from(["nctoolbox", "papyan2020", "rhubarbwu", "zhou2022", "zhu2021"]),
+        BTreeSet::from([
+            "nctoolbox",
+            "papyan2020",
+            "rhubarbwu",
+            "zhou2022",
+            "zhu2021"
+        ]),
         "recorded.json should hold every codebase with runnable metric code"
     );
     let fixture = fixtures().join("fixture.npz");

@@ -170,6 +170,33 @@ fn mismatched_settings_are_named() {
 }
 
 #[test]
+fn runs_of_different_conventions_are_not_mixed() {
+    let root = scratch_dir("conventions");
+    write_run(&root.join("a"), &fixture("ce", 1, 0.5, Some(0.9)));
+    write_run(&root.join("b"), &fixture("ls", 1, 0.5, Some(0.9)));
+    let set = |convention: &str| {
+        let path = root.join("b/config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["convention"] = convention.into();
+        std::fs::write(&path, config.to_string()).unwrap();
+    };
+    // A run that names `nclab` belongs with one written before conventions had names.
+    set("nclab");
+    let (code, _, stderr) = nclab(&["report", root.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let md = std::fs::read_to_string(root.join("report/report.md")).unwrap();
+    assert!(md.contains("under the convention `nclab`"), "{md}");
+    set("papyan2020");
+    let (code, _, stderr) = nclab(&["report", root.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("mismatched settings") && stderr.contains("convention"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn half_written_runs() {
     let root = scratch_dir("half");
     write_run(&root.join("only-unfinished"), &fixture("ce", 1, 0.5, None));

@@ -1,11 +1,11 @@
 //! `nclab analyze FILE`: every metric of the specification on a feature file (computed by
 //! `nc_experiments::analysis`), as a table or JSON.
 
-use crate::args::user_error;
+use crate::args::{user_error, ConventionArgs};
 use anyhow::Result;
 use nc_data::features::FeatureKeys;
 use nc_experiments::analysis::AnalysisRequest;
-use nc_math::metrics::NcMetrics;
+use nc_math::metrics::{Convention, NcMetrics};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -38,9 +38,12 @@ pub struct Args {
     /// for test data may not look at test labels. Read with the same keys.
     #[arg(long, value_name = "FILE")]
     pub means_from: Option<PathBuf>,
+    #[command(flatten)]
+    pub convention: ConventionArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
+    let convention = args.convention.convention();
     let defaults = FeatureKeys::default();
     let request = AnalysisRequest {
         file: args.file.clone(),
@@ -53,6 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         weight_required: args.weight_key.is_some(),
         bias_required: args.bias_key.is_some(),
         means_from: args.means_from.clone(),
+        convention,
     };
     let metrics = request.run().map_err(user_error)?;
     if args.json {
@@ -140,6 +144,13 @@ fn table(file: &Path, means_from: Option<&Path>, m: &NcMetrics) -> String {
             p.display()
         ))
     );
+    if m.convention != Convention::NCLAB {
+        // The meanings below are the specification's; say which formulas the numbers follow.
+        out.push_str(&format!(
+            "convention: {} (formulas in docs/metrics.md, \"Conventions\")\n",
+            m.convention
+        ));
+    }
     for (name, value, meaning) in rows {
         out.push_str(&format!("  {name:<14} {value:>14}   {meaning}\n"));
     }

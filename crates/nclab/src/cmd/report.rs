@@ -62,10 +62,12 @@ pub fn write_report(root: &Path, out: &Path) -> Result<Report> {
     let mut md = String::from("# nclab report: are all losses created equal?\n\n");
     let _ = writeln!(
         md,
-        "{} finished runs under `{}`. Metric definitions: docs/metrics.md. Test accuracy is that of the \
-         best-validation checkpoint (the paper's convention); ± is the sample standard deviation over seeds.\n",
+        "{} finished runs under `{}`. Metric definitions: docs/metrics.md, under the convention `{}`. \
+         Test accuracy is that of the best-validation checkpoint (the paper's convention); ± is the sample \
+         standard deviation over seeds.\n",
         report.finished().count(),
-        root.display()
+        root.display(),
+        report.convention
     );
     if !report.unfinished.is_empty() {
         let _ = writeln!(

@@ -3,7 +3,7 @@
 //! progress through a callback; this module maps the names to flags and draws the progress
 //! bar and the per-evaluation lines.
 
-use crate::args::{flag, loss_kind_parser, user_error, LossParamsArgs};
+use crate::args::{flag, loss_kind_parser, user_error, ConventionArgs, LossParamsArgs};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use nc_math::loss::LossKind;
@@ -48,6 +48,8 @@ pub struct Args {
     pub loss: LossKind,
     #[command(flatten)]
     pub loss_params: LossParamsArgs,
+    #[command(flatten)]
+    pub convention: ConventionArgs,
     #[arg(long, default_value_t = 100)]
     pub epochs: usize,
     #[arg(long, default_value_t = paper::BATCH_SIZE)]
@@ -188,6 +190,7 @@ fn config_from(args: &Args) -> Result<CheckedConfig> {
     }
     cfg.save_features = args.save_features;
     cfg.device = args.device.clone();
+    cfg.convention = args.convention.convention();
     cfg.validate().map_err(train_error)
 }
 
