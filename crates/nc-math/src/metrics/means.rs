@@ -241,13 +241,7 @@ impl ClassMeans {
             });
         }
         check_finite("class means", &means, dim)?;
-        let mut global_mean = vec![0.0; dim];
-        for mean in means.chunks_exact(dim.max(1)) {
-            add_into(&mut global_mean, mean);
-        }
-        global_mean
-            .iter_mut()
-            .for_each(|g| *g /= num_classes as f64);
+        let global_mean = unweighted_mean(&means, num_classes, dim);
         Ok(Self {
             num_classes,
             dim,
@@ -282,12 +276,28 @@ impl ClassMeans {
         &self.global_mean
     }
 
+    /// The plain mean of the K class means (the global mean when the counts are unknown,
+    /// or the classes equal in size).
+    pub(super) fn mean_of_class_means(&self) -> Vec<f64> {
+        unweighted_mean(&self.means, self.num_classes, self.dim)
+    }
+
     /// The centred means [mu_k - mu_G] as a d x K matrix.
     pub(super) fn centred(&self) -> Mat<f64> {
         Mat::from_fn(self.dim, self.num_classes, |i, k| {
             self.mean(k)[i] - self.global_mean[i]
         })
     }
+}
+
+/// (1/K) sum_k mu_k of K x d row-major means.
+fn unweighted_mean(means: &[f64], num_classes: usize, dim: usize) -> Vec<f64> {
+    let mut mean = vec![0.0; dim];
+    for class_mean in means.chunks_exact(dim.max(1)) {
+        add_into(&mut mean, class_mean);
+    }
+    mean.iter_mut().for_each(|g| *g /= num_classes as f64);
+    mean
 }
 
 #[cfg(test)]

@@ -196,14 +196,7 @@ impl MetricsPlan {
         // The convention's global mean, and the means centred on it where that differs.
         let global_mean = match convention.global_mean {
             GlobalMean::Samples => own.global_mean().to_vec(),
-            GlobalMean::ClassMeans => {
-                let mut mean = vec![0.0; d];
-                for class in 0..k {
-                    crate::linalg::add_into(&mut mean, own.mean(class));
-                }
-                mean.iter_mut().for_each(|m| *m /= k as f64);
-                mean
-            }
+            GlobalMean::ClassMeans => own.mean_of_class_means(),
         };
         let recentred = (global_mean != own.global_mean())
             .then(|| Mat::from_fn(d, k, |i, c| own.mean(c)[i] - global_mean[i]));
