@@ -175,6 +175,23 @@ fn brute_force(
         }
         (std / mean, angle / pairs)
     };
+    // Hyperspherical energies of the normalised rows, from their differences directly.
+    let energies = |vectors: &Mat<f64>| {
+        let unit = |a: usize| -> Vec<f64> {
+            let norm = (0..d).map(|i| vectors[(a, i)].powi(2)).sum::<f64>().sqrt();
+            (0..d).map(|i| vectors[(a, i)] / norm).collect()
+        };
+        let (mut log, mut riesz) = (0.0, 0.0);
+        for a in 0..k {
+            for b in a + 1..k {
+                let (x, y) = (unit(a), unit(b));
+                let dist = (0..d).map(|i| (x[i] - y[i]).powi(2)).sum::<f64>().sqrt();
+                log += (1.0 / dist).ln();
+                riesz += 1.0 / dist;
+            }
+        }
+        (log / pairs, riesz / pairs)
+    };
     let mt = m.transpose().to_owned();
     let (equinorm_h, equiangle_h) = equi(&mt);
     let nc2_means = simplex_distance(&(&mt * &m));
@@ -234,6 +251,15 @@ fn brute_force(
         dim: d,
         sigma_b_rank: rank,
         convention: Default::default(),
+        nc1_trace_ratio: Some(
+            sigma_w.diagonal().column_vector().iter().sum::<f64>()
+                / sigma_b.diagonal().column_vector().iter().sum::<f64>(),
+        ),
+        gnc2_log_h: Some(energies(&mt).0),
+        gnc2_riesz_h: Some(energies(&mt).1),
+        gnc2_log_w: None,
+        gnc2_riesz_w: None,
+        gnc3: None,
     };
     if let Some(clf) = clf {
         let w = Mat::from_fn(k, d, |a, i| clf.weight()[a * d + i]);
@@ -268,6 +294,15 @@ fn brute_force(
         metrics.accuracy = Some(correct as f64 / n as f64);
         metrics.equinorm_w = Some(equinorm_w);
         metrics.equiangle_w = Some(equiangle_w);
+        metrics.gnc2_log_w = Some(energies(&wc).0);
+        metrics.gnc2_riesz_w = Some(energies(&wc).1);
+        let cosine = |c: usize| {
+            let dot: f64 = (0..d).map(|i| wc[(c, i)] * m[(i, c)]).sum();
+            let wn = (0..d).map(|i| wc[(c, i)].powi(2)).sum::<f64>().sqrt();
+            let mn = (0..d).map(|i| m[(i, c)].powi(2)).sum::<f64>().sqrt();
+            dot / (wn * mn)
+        };
+        metrics.gnc3 = Some((0..k).map(|c| 1.0 - cosine(c)).sum::<f64>() / k as f64);
     }
     (metrics, rank)
 }
@@ -275,7 +310,7 @@ fn brute_force(
 fn assert_close(a: f64, b: f64, tol: f64, what: &str) {
     let scale = a.abs().max(b.abs()).max(1.0);
     assert!(
-        (a - b).abs() <= tol * scale,
+        a == b || (a - b).abs() <= tol * scale,
         "{what}: {a} vs {b} (tolerance {tol})"
     );
 }
@@ -294,6 +329,12 @@ fn assert_metrics_close(a: &NcMetrics, b: &NcMetrics, tol: f64) {
     opt(a.accuracy, b.accuracy, "accuracy");
     opt(a.equinorm_w, b.equinorm_w, "equinorm_w");
     opt(a.equiangle_w, b.equiangle_w, "equiangle_w");
+    opt(a.nc1_trace_ratio, b.nc1_trace_ratio, "nc1_trace_ratio");
+    opt(a.gnc2_log_h, b.gnc2_log_h, "gnc2_log_h");
+    opt(a.gnc2_riesz_h, b.gnc2_riesz_h, "gnc2_riesz_h");
+    opt(a.gnc2_log_w, b.gnc2_log_w, "gnc2_log_w");
+    opt(a.gnc2_riesz_w, b.gnc2_riesz_w, "gnc2_riesz_w");
+    opt(a.gnc3, b.gnc3, "gnc3");
     assert_close(a.ncc_accuracy, b.ncc_accuracy, tol, "ncc_accuracy");
     assert_close(a.equinorm_h, b.equinorm_h, tol, "equinorm_h");
     assert_close(a.equiangle_h, b.equiangle_h, tol, "equiangle_h");
@@ -434,6 +475,54 @@ fn collapsed_simplex_etf_gives_zero_nc() {
         assert_eq!(m.cdnv, 0.0);
         assert_eq!(m.sigma_b_rank, k - 1);
         assert!(m.bias_relation.unwrap() < 1e-9, "{label}: {m:?}");
+        // Generalised NC: no within-class spread, every pair of normalised means (and of
+        // normalised classifier rows) at the ETF distance sqrt(2K/(K-1)), the classifier
+        // self-dual. The energies are then those of the simplex, their minimum for K <= d+1.
+        assert_eq!(m.nc1_trace_ratio, Some(0.0), "{label}");
+        let distance_sq = 2.0 * k as f64 / (k - 1) as f64;
+        let (log, riesz) = (-0.5 * distance_sq.ln(), distance_sq.powf(-0.5));
+        for (key, got, expected) in [
+            ("gnc2_log_h", m.gnc2_log_h, log),
+            ("gnc2_riesz_h", m.gnc2_riesz_h, riesz),
+            ("gnc2_log_w", m.gnc2_log_w, log),
+            ("gnc2_riesz_w", m.gnc2_riesz_w, riesz),
+        ] {
+            let got = got.unwrap();
+            assert!(
+                (got - expected).abs() < 1e-10,
+                "{key} {label}: {got} vs {expected}"
+            );
+        }
+        assert!(m.gnc3.unwrap().abs() < 1e-12, "gnc3 {label}: {:?}", m.gnc3);
+    }
+}
+
+/// The simplex ETF minimises both energies (K <= d+1): moving one class mean off it raises
+/// them, and the numbers at K = 10 are the closed forms -log(20/9)/2 and (20/9)^-1/2.
+#[test]
+fn moving_a_mean_off_the_simplex_raises_the_energies() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let (k, d) = (10, 12);
+    let means = simplex_etf(&mut rng, k, d, 2.0);
+    let energies = |means: &[f64]| {
+        let labels: Vec<u32> = (0..k as u32).collect();
+        let m = compute_metrics(means, &labels, d, k, None, None).unwrap();
+        (m.gnc2_log_h.unwrap(), m.gnc2_riesz_h.unwrap())
+    };
+    let (log, riesz) = energies(&means);
+    assert!((log - -0.399_253_848).abs() < 1e-8, "{log}");
+    assert!((riesz - 0.670_820_393).abs() < 1e-8, "{riesz}");
+    for scale in [0.05, 0.3] {
+        let mut moved = means.clone();
+        let direction = gaussian(&mut rng, d);
+        for i in 0..d {
+            moved[i] += scale * direction[i];
+        }
+        let (log2, riesz2) = energies(&moved);
+        assert!(
+            log2 > log && riesz2 > riesz,
+            "scale {scale}: {log2} {riesz2}"
+        );
     }
 }
 
@@ -879,6 +968,12 @@ fn split_columns_name_the_json_fields_they_hold() {
         dim: 26,
         sigma_b_rank: 27,
         convention: Default::default(),
+        nc1_trace_ratio: Some(0.28),
+        gnc2_log_h: Some(0.29),
+        gnc2_riesz_h: Some(0.30),
+        gnc2_log_w: None,
+        gnc2_riesz_w: None,
+        gnc3: None,
     };
     let json = serde_json::to_value(&m).unwrap();
     let values = m.split_column_values();

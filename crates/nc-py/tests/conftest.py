@@ -56,6 +56,13 @@ def _equiangle(vectors: np.ndarray) -> float:
     return float(np.mean(pairs))
 
 
+def _energies(vectors: np.ndarray) -> tuple:
+    """Mean over pairs of log(1/r) and of 1/r, r the distance of the normalised rows."""
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    r = [np.linalg.norm(unit[a] - unit[b]) for a, b in itertools.combinations(range(len(unit)), 2)]
+    return float(np.mean(np.log(1 / np.array(r)))), float(np.mean(1 / np.array(r)))
+
+
 def brute_force(h, y, k, weight=None, bias=None, reference=None) -> dict:
     """docs/metrics.md the slow, obvious way: dense d x d Sigma_W and Sigma_B, the
     pseudo-inverse from the SVD of the centred means M with singular values above 1e-8 of
@@ -95,10 +102,14 @@ def brute_force(h, y, k, weight=None, bias=None, reference=None) -> dict:
         "dim": d,
         "sigma_b_rank": int(keep.sum()),
         "convention": "nclab",
+        "nc1_trace_ratio": float(np.trace(sigma_w) / np.trace(m @ m.T / k)),
+        "gnc2_log_h": _energies(m.T)[0],
+        "gnc2_riesz_h": _energies(m.T)[1],
     }
     if weight is None:
         out.update(dict.fromkeys(
-            ["nc2", "nc3", "nc4", "bias_relation", "accuracy", "equinorm_w", "equiangle_w"]
+            ["nc2", "nc3", "nc4", "bias_relation", "accuracy", "equinorm_w", "equiangle_w",
+             "gnc2_log_w", "gnc2_riesz_w", "gnc3"]
         ))  # fmt: skip
         return out
     w = np.asarray(weight, dtype=np.float64)
@@ -113,6 +124,10 @@ def brute_force(h, y, k, weight=None, bias=None, reference=None) -> dict:
         accuracy=float(np.mean(predicted == y)),
         equinorm_w=_equinorm(wc),
         equiangle_w=_equiangle(wc),
+        gnc2_log_w=_energies(wc)[0],
+        gnc2_riesz_w=_energies(wc)[1],
+        gnc3=float(np.mean(1 - np.sum(wc * m.T, axis=1)
+                           / (np.linalg.norm(wc, axis=1) * np.linalg.norm(m.T, axis=1)))),
     )
     return out
 

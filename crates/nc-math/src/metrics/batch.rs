@@ -7,12 +7,18 @@ use crate::{Error, Result};
 pub(super) const BLOCK_ROWS: usize = 256;
 
 /// The fewest blocks of a batch of `rows` that one parallel piece takes: about four pieces
-/// per thread. Each piece starts fresh accumulators and scratch buffers (megabytes at large
-/// K and d, every page of them faulted in anew), so rayon's default of splitting down to
-/// single blocks spends more on fresh memory than the balance is worth.
-pub(super) fn blocks_per_piece(rows: usize) -> usize {
+/// per thread, or one where each piece's fresh state is `piece_bytes` of 8 MiB or more.
+/// Each piece starts fresh accumulators and scratch buffers (megabytes at large K and d,
+/// every page of them faulted in anew, and every finished piece's sums held until they are
+/// combined), so rayon's default of splitting down to single blocks spends more on fresh
+/// memory than the balance is worth, and at K = 10,000 classes in d = 512 (41 MB of sums
+/// per piece) four per thread would hold hundreds of megabytes.
+pub(super) fn blocks_per_piece(rows: usize, piece_bytes: usize) -> usize {
     let blocks = rows.div_ceil(BLOCK_ROWS);
-    blocks.div_ceil(4 * rayon::current_num_threads()).max(1)
+    let per_thread = if piece_bytes >= 8 << 20 { 1 } else { 4 };
+    blocks
+        .div_ceil(per_thread * rayon::current_num_threads())
+        .max(1)
 }
 
 /// `features` holds labels.len() rows of `dim` values and every label is below

@@ -4,9 +4,11 @@
 //! ([`F32Logits`]), else from the f64 logits themselves, whose own error is
 //! [`ExactLogitError`]. Also the one tie rule of every decision, [`argmin`].
 
+use super::tiles::tile;
 use super::{ClassMeans, Classifier};
-use crate::linalg::product;
+use crate::linalg::{product, product_into};
 use faer::{Mat, MatRef, Par};
+use rayon::prelude::*;
 
 /// Unit roundoffs u32 = 2^-24 and u64 = 2^-53.
 const UNIT_F32: f64 = f32::EPSILON as f64 / 2.0;
@@ -43,16 +45,99 @@ pub(super) fn deviation_norm_bound(deviation_sq: f64, dim: usize) -> f64 {
     deviation_sq.sqrt() * (1.0 + 2.0 * relative) + (dim as f64).sqrt() * 2f64.powi(-536)
 }
 
-/// (w_k.mu_y + b_k) for every pair of classes, K x K row-major (y, k), from one product of
-/// the means with `weight` (K x d row-major: W for the logits' offsets, Wc for the
-/// projected estimates').
-pub(super) fn logit_offsets(own: &ClassMeans, weight: &[f64], bias: &[f64]) -> Vec<f64> {
-    let (k, d) = (own.num_classes(), own.dim());
-    let means = MatRef::from_row_major_slice(own.means(), k, d);
-    let weight = MatRef::from_row_major_slice(weight, k, d);
-    let products = product(means, weight.transpose(), Par::Seq);
-    (0..k * k)
-        .map(|at| products[(at / k, at % k)] + bias[at % k])
+/// Rows of the K x K table o_yk = w_k.mu_y + b_k (w_k: the rows of a weight: W for the
+/// logits' offsets, Wc for the projected estimates') for a set of classes y, from one
+/// matrix product. The plan computes every row once when K <= [`super::tiles::TILE`]; above that each
+/// block of samples computes the rows of the classes it holds, so that no K x K table is
+/// held at large K.
+pub(super) struct OffsetRows {
+    /// For each class, its column in `values`, or `u32::MAX` when it has none.
+    slot: Vec<u32>,
+    classes: Vec<usize>,
+    /// The means of `classes`, row-major (a buffer reused from block to block).
+    gathered: Vec<f64>,
+    /// K x L: column l is row `classes[l]` of the table.
+    values: Mat<f64>,
+}
+
+impl OffsetRows {
+    /// A table with no rows yet, for K classes.
+    pub(super) fn empty(num_classes: usize) -> Self {
+        Self {
+            slot: vec![u32::MAX; num_classes],
+            classes: Vec::new(),
+            gathered: Vec::new(),
+            values: Mat::zeros(0, 0),
+        }
+    }
+
+    /// Every row. `means`: K x d row-major; `weight`: K x d row-major; `bias`: K.
+    pub(super) fn all(means: &[f64], weight: &[f64], bias: &[f64]) -> Self {
+        let mut table = Self::empty(bias.len());
+        table.fill(means, weight, bias, 0..bias.len());
+        table
+    }
+
+    /// Replaces the table's rows by those of `classes` (repeats allowed).
+    pub(super) fn fill(
+        &mut self,
+        means: &[f64],
+        weight: &[f64],
+        bias: &[f64],
+        classes: impl IntoIterator<Item = usize>,
+    ) {
+        let k = bias.len();
+        let d = weight.len() / k.max(1);
+        for &c in &self.classes {
+            self.slot[c] = u32::MAX;
+        }
+        self.classes.clear();
+        self.gathered.clear();
+        for c in classes {
+            if self.slot[c] == u32::MAX {
+                self.slot[c] = self.classes.len() as u32;
+                self.classes.push(c);
+                self.gathered.extend_from_slice(&means[c * d..(c + 1) * d]);
+            }
+        }
+        let rows = self.classes.len();
+        let weight = MatRef::from_row_major_slice(weight, k, d);
+        let gathered = MatRef::from_row_major_slice(&self.gathered, rows, d);
+        product_into(&mut self.values, weight, gathered.transpose());
+        for l in 0..rows {
+            for (o, b) in self.values.col_as_slice_mut(l).iter_mut().zip(bias) {
+                *o += b;
+            }
+        }
+    }
+
+    /// Whether the table holds row `y`.
+    pub(super) fn has(&self, y: usize) -> bool {
+        self.slot[y] != u32::MAX
+    }
+
+    /// Row y: o_yk for every k. Only for a class the table holds.
+    pub(super) fn row(&self, y: usize) -> &[f64] {
+        debug_assert!(self.has(y), "offset row {y} was not computed");
+        self.values.col_as_slice(self.slot[y] as usize)
+    }
+}
+
+/// max_k |o_yk| for every class y, computed [`super::tiles::TILE`] rows at a time (see [`OffsetRows`]).
+fn offset_row_maxima(means: &[f64], weight: &[f64], bias: &[f64]) -> Vec<f64> {
+    let k = bias.len();
+    let side = tile();
+    let stripes: Vec<usize> = (0..k).step_by(side).collect();
+    stripes
+        .into_par_iter()
+        .flat_map_iter(|start| {
+            let classes = start..(start + side).min(k);
+            let mut table = OffsetRows::empty(k);
+            table.fill(means, weight, bias, classes.clone());
+            classes
+                .map(|y| table.row(y).iter().fold(0.0f64, |m, o| o.abs().max(m)))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -137,8 +222,9 @@ impl ExactLogitError {
 pub(super) struct ProjectedLogits {
     /// a_k as rows: K x r.
     pub(super) coefficients: Mat<f64>,
-    /// o_yk = v_k.mu_y + b_k, K x K row-major (y, k).
-    offsets: Vec<f64>,
+    /// o_yk = v_k.mu_y + b_k for every class when K <= [`super::tiles::TILE`] (else each block computes
+    /// the rows it needs).
+    pub(super) offsets: Option<OffsetRows>,
     /// E_k (times 1.01).
     residual_norms: Vec<f64>,
     /// R_y(0) per class y, and the slope of R_y in ||c||.
@@ -161,7 +247,6 @@ impl ProjectedLogits {
         let (gamma_r, gamma_d) = (gamma(r + 2, UNIT_F64)?, gamma(d + 2, UNIT_F64)?);
         let shifted = MatRef::from_row_major_slice(centred_weight, k, d);
         let coefficients = product(shifted, basis, Par::Seq);
-        let in_span = product(coefficients.as_ref(), basis.transpose(), Par::Seq);
         let row_norm = |m: MatRef<'_, f64>, c: usize| {
             (0..m.ncols())
                 .map(|j| m[(c, j)] * m[(c, j)])
@@ -172,23 +257,47 @@ impl ProjectedLogits {
         let coefficient_norms: Vec<f64> =
             (0..k).map(|c| row_norm(coefficients.as_ref(), c)).collect();
         let basis_norm = basis.norm_l2();
+        // ||v_k - U a_k||, U a_k for a stripe of classes at a time (no K x d product held).
+        let side = tile();
         let residual_norms = (0..k)
-            .map(|c| {
-                let residual = (0..d)
-                    .map(|i| (shifted[(c, i)] - in_span[(c, i)]).powi(2))
-                    .sum::<f64>()
-                    .sqrt();
-                1.01 * (residual
-                    + gamma_r * (2.0 * shifted_norms[c] + basis_norm * coefficient_norms[c]))
+            .step_by(side)
+            .collect::<Vec<_>>()
+            .into_par_iter()
+            .flat_map_iter(|start| {
+                let rows = side.min(k - start);
+                let in_span = product(
+                    coefficients.as_ref().subrows(start, rows),
+                    basis.transpose(),
+                    Par::Seq,
+                );
+                (0..rows)
+                    .map(|i| {
+                        let c = start + i;
+                        let residual = (0..d)
+                            .map(|j| (shifted[(c, j)] - in_span[(i, j)]).powi(2))
+                            .sum::<f64>()
+                            .sqrt();
+                        1.01 * (residual
+                            + gamma_r
+                                * (2.0 * shifted_norms[c] + basis_norm * coefficient_norms[c]))
+                    })
+                    .collect::<Vec<_>>()
             })
             .collect();
-        let offsets = logit_offsets(own, centred_weight, classifier.bias());
+        let offsets =
+            (k <= tile()).then(|| OffsetRows::all(own.means(), centred_weight, classifier.bias()));
+        let max_offsets = match &offsets {
+            Some(table) => (0..k)
+                .map(|y| table.row(y).iter().fold(0.0f64, |m, o| o.abs().max(m)))
+                .collect(),
+            None => offset_row_maxima(own.means(), centred_weight, classifier.bias()),
+        };
         let max = |values: &[f64]| values.iter().fold(0.0f64, |m, v| v.abs().max(m));
         let (max_shifted, max_coefficient) = (max(&shifted_norms), max(&coefficient_norms));
         let rounding_constant = (0..k)
             .map(|y| {
                 gamma_d * (2.0 * max_shifted * exact.mean_norms[y] + exact.max_abs_bias)
-                    + gamma_r * max(&offsets[y * k..(y + 1) * k])
+                    + gamma_r * max_offsets[y]
                     + (2 * d + 2 * r + 8) as f64 * 2f64.powi(-1022)
             })
             .collect();
@@ -203,17 +312,17 @@ impl ProjectedLogits {
     }
 
     /// The exact path's argmax for a sample of class y with ||h - mu_y|| <= `deviation`,
-    /// given a_k.p for every k (`projected`) and the exact path's error bound for this
-    /// sample, when the bound proves it; else `None`.
+    /// given a_k.p for every k (`projected`), row y of the offsets o_yk (`offsets`) and the
+    /// exact path's error bound for this sample, when the bound proves it; else `None`.
     pub(super) fn decide(
         &self,
         projected: &[f64],
+        offsets: &[f64],
         y: usize,
         deviation: f64,
         exact: f64,
     ) -> Option<usize> {
         let k = projected.len();
-        let offsets = &self.offsets[y * k..(y + 1) * k];
         let slack = 1.01 * (self.rounding_constant[y] + self.rounding_slope * deviation) + exact;
         // The class with the largest lower bound, and the largest upper bound of the others.
         let mut best = (0, f64::NEG_INFINITY);

@@ -131,7 +131,10 @@ impl MeanAccumulator {
         let (counts, sums) = features
             .par_chunks(BLOCK_ROWS * dim.max(1))
             .zip(labels.par_chunks(BLOCK_ROWS))
-            .with_min_len(blocks_per_piece(labels.len()))
+            .with_min_len(blocks_per_piece(
+                labels.len(),
+                8 * self.num_classes * (dim + 1),
+            ))
             .fold(blank, |(mut counts, mut sums), (block, block_labels)| {
                 for (row, &y) in block.chunks_exact(dim).zip(block_labels) {
                     let y = y as usize;
@@ -142,11 +145,12 @@ impl MeanAccumulator {
                 }
                 (counts, sums)
             })
-            .reduce(blank, |(mut c1, mut s1), (c2, s2)| {
+            .reduce_with(|(mut c1, mut s1), (c2, s2)| {
                 add_into(&mut c1, &c2);
                 add_into(&mut s1, &s2);
                 (c1, s1)
-            });
+            })
+            .unwrap_or_else(blank);
         // NaN and Inf are sticky in a sum, so a batch with one leaves a non-finite class
         // sum: only then is the batch scanned for the element to name (one pass otherwise).
         if sums.iter().any(|s| !s.is_finite()) {

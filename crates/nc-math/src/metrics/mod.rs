@@ -19,6 +19,10 @@
 //! | `equiangle_w`, `equiangle_h` | mean over pairs k < l of \|cos(v_k, v_l) + 1/(K-1)\| for the rows of Wc / columns of M |
 //! | `nc2_means` | \|\| M^T M / \|\|M^T M\|\|_F - P \|\|_F |
 //! | `cdnv` | mean over pairs k < l of (var_k + var_l) / (2 \|\|mu_k - mu_l\|\|^2), var_k = mean over class k of \|\|h - mu_k\|\|^2 |
+//! | `nc1_trace_ratio` | tr(Sigma_W) / tr(Sigma_B) |
+//! | `gnc2_log_h`, `gnc2_riesz_h` | mean over pairs k < l of log(1 / \|\|x_k - x_l\|\|) and of \|\|x_k - x_l\|\|^-1, x_k the normalised columns of M |
+//! | `gnc2_log_w`, `gnc2_riesz_w` | the same for the normalised rows of Wc |
+//! | `gnc3` | mean over classes of 1 - cos(wc_k, mu_k - mu_G) |
 //!
 //! Ties in argmax/argmin go to the lowest class index (numpy's convention).
 //!
@@ -34,9 +38,13 @@
 //! matrix product with the functionals [U | Q], where Q is the truncated singular basis of
 //! the reference means of the NCC rule (Q = U, and no extra rows, when those are the data's
 //! own means). The NCC distances follow as
-//! ||Q^T (h - m_k)||^2 = ||q||^2 + 2 q.(a_y - c_k) + ||a_y - c_k||^2 with q = Q^T (h - mu_y),
-//! a_y = Q^T (mu_y - m_G), c_k = Q^T (m_k - m_G); the part of h - m_k outside span(Q) is the
-//! same for every k up to the truncated singular values (below 1e-8 of the largest).
+//! ||Q^T (h - m_k)||^2 = ||z||^2 - 2 z.c_k + ||c_k||^2 with z = q + a_y, q = Q^T (h - mu_y),
+//! a_y = Q^T (mu_y - m_G), c_k = Q^T (m_k - m_G) (all relative to the reference global mean,
+//! so no common offset cancels); the part of h - m_k outside span(Q) is the same for every k
+//! up to the truncated singular values (below 1e-8 of the largest).
+//! No K x K table is held whole: Gram-matrix quantities are summed over tiles
+//! (`tiles.rs`), and above 1024 classes the logit offsets w_k.mu_y + b_k are computed per
+//! block for the classes the block holds.
 //! The classifier's decisions are those of the f64 logits W (h - mu_y) + (W mu_y + b),
 //! taken from the projections where a proved bound allows (`ProjectedLogits`: every
 //! sample near collapse), else from one logit product over the remaining samples: in f32
@@ -57,6 +65,7 @@
 //! | `plan.rs` | [`MetricsPlan`] and the NCC geometry |
 //! | `decisions.rs` | the classifier's certified decision routes and their rounding bounds |
 //! | `scatter.rs` | phase 2: [`ScatterAccumulator`], [`ScatterState`] |
+//! | `tiles.rs` | K x K products visited in square tiles |
 //! | `exact_f64.rs` | the exact serialisation of the states' f64 sums |
 
 mod batch;
@@ -69,6 +78,7 @@ mod geometry;
 mod means;
 mod plan;
 mod scatter;
+mod tiles;
 
 pub use classifier::Classifier;
 pub use convention::{Convention, Preset};
@@ -110,6 +120,24 @@ pub struct NcMetrics {
     /// files written before conventions had names, which were all `nclab`.
     #[serde(default)]
     pub convention: Convention,
+    /// tr(Sigma_W) / tr(Sigma_B) (docs/metrics.md, "Generalised neural collapse"); the
+    /// keys below are null in files written before they existed.
+    #[serde(default)]
+    pub nc1_trace_ratio: Option<f64>,
+    /// Hyperspherical energies of the normalised centred class means: mean over pairs of
+    /// log(1 / ||x_k - x_l||) and of ||x_k - x_l||^-1.
+    #[serde(default)]
+    pub gnc2_log_h: Option<f64>,
+    #[serde(default)]
+    pub gnc2_riesz_h: Option<f64>,
+    /// The same energies of the normalised classifier rows (Wc, or W by the convention).
+    #[serde(default)]
+    pub gnc2_log_w: Option<f64>,
+    #[serde(default)]
+    pub gnc2_riesz_w: Option<f64>,
+    /// Mean over classes of 1 - cos(w_k, mu_k - mu_G).
+    #[serde(default)]
+    pub gnc3: Option<f64>,
 }
 
 impl NcMetrics {

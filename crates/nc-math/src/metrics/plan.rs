@@ -3,9 +3,10 @@
 //! routes and the class-level metrics.
 
 use super::convention::{Convention, GlobalMean, Nc4Bias, PinvCutoff, WeightCentring};
-use super::decisions::{logit_offsets, ExactLogitError, F32Logits, ProjectedLogits};
+use super::decisions::{ExactLogitError, F32Logits, OffsetRows, ProjectedLogits};
 use super::geometry::{truncated_basis, ClassLevel, Spectrum};
 use super::scatter::ScatterAccumulator;
+use super::tiles::tile;
 use super::{ClassMeans, Classifier};
 use crate::linalg::product;
 use crate::{Error, Result};
@@ -51,14 +52,23 @@ pub(super) struct PlanData {
     pub(super) ncc_rows: std::ops::Range<usize>,
     /// c_k = Q^T (m_k - m_G): reference means in Q-coordinates, K x r_q (row k = class k).
     pub(super) ncc_coords: Mat<f64>,
-    /// a_y = Q^T (mu_y - m_G), K x r_q row-major.
-    pub(super) ncc_anchor: Vec<f64>,
-    /// ||a_y - c_k||^2, K x K row-major (y, k).
-    pub(super) ncc_offset: Vec<f64>,
+    /// a_y = Q^T (mu_y - m_G), K x r_q, when it is not c_y (reference means other than
+    /// the data's own); read through [`PlanData::ncc_anchor`].
+    pub(super) ncc_other_anchor: Option<Mat<f64>>,
+    /// ||c_k||^2 per class.
+    pub(super) ncc_coords_sq: Vec<f64>,
     pub(super) class_level: ClassLevel,
 }
 
 impl PlanData {
+    /// a_y = Q^T (mu_y - m_G) as rows, K x r_q.
+    pub(super) fn ncc_anchor(&self) -> faer::MatRef<'_, f64> {
+        self.ncc_other_anchor
+            .as_ref()
+            .unwrap_or(&self.ncc_coords)
+            .as_ref()
+    }
+
     /// The rank of Sigma_B kept by the convention's cutoff (the number of NC1 projections).
     pub(super) fn sigma_b_rank(&self) -> usize {
         self.inv_sq_singular.len()
@@ -69,14 +79,18 @@ impl PlanData {
 /// W (h - mu_y) + (W mu_y + b) give it.
 pub(super) struct Decider {
     pub(super) classifier: Classifier,
-    /// (W mu_y + b)_k, K x K row-major (y, k).
-    pub(super) logit_offset: Vec<f64>,
+    /// (W mu_y + b)_k for every class y when K <= [`super::tiles::TILE`]; above that each block computes
+    /// the rows it needs.
+    pub(super) logit_offsets: Option<OffsetRows>,
     /// The exact path's error bound, the route from the projections (only where r < d:
     /// elsewhere it cannot cost less than a logit product), and the route from f32 logits
     /// (used for f32 features).
     pub(super) logit_error: Option<ExactLogitError>,
     pub(super) projected_logits: Option<ProjectedLogits>,
     pub(super) f32_logits: Option<F32Logits>,
+    /// Wc (K x d row-major), kept only where the projected route computes its offset rows
+    /// block by block (K above [`super::tiles::TILE`]).
+    pub(super) centred_weight: Option<Vec<f64>>,
 }
 
 impl Decider {
@@ -94,8 +108,14 @@ impl Decider {
             .and_then(|errors| {
                 ProjectedLogits::new(classifier, centred_weight, own, basis, errors)
             });
+        let centred_weight = projected_logits
+            .as_ref()
+            .filter(|projected| projected.offsets.is_none())
+            .map(|_| centred_weight.to_vec());
         Self {
-            logit_offset: logit_offsets(own, classifier.weight(), classifier.bias()),
+            centred_weight,
+            logit_offsets: (own.num_classes() <= tile())
+                .then(|| OffsetRows::all(own.means(), classifier.weight(), classifier.bias())),
             f32_logits: F32Logits::new(classifier),
             logit_error,
             projected_logits,
@@ -111,44 +131,49 @@ struct NccGeometry {
     reference_basis: Option<Mat<f64>>,
     /// c_k = Q^T (m_k - m_G), K x r_q (row k = class k).
     coords: Mat<f64>,
-    /// a_y = Q^T (mu_y - m_G), K x r_q row-major.
-    anchor: Vec<f64>,
-    /// ||a_y - c_k||^2, K x K row-major (y, k).
-    offset: Vec<f64>,
+    /// a_y = Q^T (mu_y - m_G), K x r_q, when the reference means are not the data's own
+    /// (else a_y = c_y).
+    anchor: Option<Mat<f64>>,
+    /// ||c_k||^2 per class.
+    coords_sq: Vec<f64>,
 }
 
 impl NccGeometry {
-    /// `reference`: `None` for the data's own means, whose basis `own_basis` is.
-    fn new(own: &ClassMeans, reference: Option<&ClassMeans>, own_basis: &Mat<f64>) -> Result<Self> {
+    /// `reference`: `None` for the data's own means, whose basis `own_basis` is and whose
+    /// centred form `own_centred` is.
+    fn new(
+        own: &ClassMeans,
+        own_centred: &Mat<f64>,
+        reference: Option<&ClassMeans>,
+        own_basis: &Mat<f64>,
+    ) -> Result<Self> {
         let k = own.num_classes();
-        let reference_basis = match reference {
-            Some(r) => Some(truncated_basis(&r.centred())?.basis),
-            None => None,
-        };
-        let reference = reference.unwrap_or(own);
-        let q = reference_basis.as_ref().unwrap_or(own_basis).as_ref();
-        let coords = product(reference.centred().transpose(), q, Par::Seq);
-        let reference_mean = reference.global_mean();
-        let own_vs_ref = Mat::from_fn(own.dim(), k, |i, y| own.mean(y)[i] - reference_mean[i]);
-        let anchor = product(own_vs_ref.transpose(), q, Par::Seq);
-        let rq = q.ncols();
-        let mut offset = vec![0.0; k * k];
-        for y in 0..k {
-            for c in 0..k {
-                offset[y * k + c] = (0..rq)
-                    .map(|j| (anchor[(y, j)] - coords[(c, j)]).powi(2))
-                    .sum();
+        let (reference_basis, coords, anchor) = match reference {
+            None => (
+                None,
+                product(own_centred.transpose(), own_basis.as_ref(), Par::Seq),
+                None,
+            ),
+            Some(reference) => {
+                let centred = reference.centred();
+                let basis = truncated_basis(&centred)?.basis;
+                let coords = product(centred.transpose(), basis.as_ref(), Par::Seq);
+                drop(centred);
+                let reference_mean = reference.global_mean();
+                let own_vs_ref =
+                    Mat::from_fn(own.dim(), k, |i, y| own.mean(y)[i] - reference_mean[i]);
+                let anchor = product(own_vs_ref.transpose(), basis.as_ref(), Par::Seq);
+                (Some(basis), coords, Some(anchor))
             }
-        }
-        let anchor = (0..k)
-            .flat_map(|y| (0..rq).map(move |j| (y, j)))
-            .map(|(y, j)| anchor[(y, j)])
+        };
+        let coords_sq = (0..k)
+            .map(|c| (0..coords.ncols()).map(|j| coords[(c, j)].powi(2)).sum())
             .collect();
         Ok(Self {
             reference_basis,
             coords,
             anchor,
-            offset,
+            coords_sq,
         })
     }
 }
@@ -228,7 +253,14 @@ impl MetricsPlan {
         let same_reference = reference.is_none_or(|r| std::ptr::eq(r, own));
         let basis = own_basis.basis.as_ref();
         let (ncc, (decider, nc4_decider)) = rayon::join(
-            || NccGeometry::new(own, reference.filter(|_| !same_reference), &own_basis.basis),
+            || {
+                NccGeometry::new(
+                    own,
+                    &centred,
+                    reference.filter(|_| !same_reference),
+                    &own_basis.basis,
+                )
+            },
             || {
                 let decider = with_centred_weight
                     .map(|(clf, centred_weight)| Decider::new(clf, centred_weight, own, basis));
@@ -249,8 +281,8 @@ impl MetricsPlan {
         let NccGeometry {
             reference_basis: ref_basis,
             coords: ncc_coords,
-            anchor: ncc_anchor,
-            offset: ncc_offset,
+            anchor: ncc_other_anchor,
+            coords_sq: ncc_coords_sq,
         } = ncc?;
         let q = ref_basis.as_ref().unwrap_or(&own_basis.basis).as_ref();
 
@@ -289,8 +321,8 @@ impl MetricsPlan {
             inv_sq_singular: nc1.singular_values.iter().map(|s| 1.0 / (s * s)).collect(),
             ncc_rows,
             ncc_coords,
-            ncc_anchor,
-            ncc_offset,
+            ncc_other_anchor,
+            ncc_coords_sq,
             class_level,
         };
         Ok(Self {

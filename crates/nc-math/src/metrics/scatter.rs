@@ -3,7 +3,7 @@
 
 use super::batch::{blocks_per_piece, check_batch, BLOCK_ROWS};
 use super::convention::{CdnvVariance, Nc1Scale, Nc4Form};
-use super::decisions::{argmin, deviation_norm_bound};
+use super::decisions::{argmin, deviation_norm_bound, OffsetRows};
 use super::element::Feature;
 use super::plan::{Decider, MetricsPlan, PlanData};
 use super::NcMetrics;
@@ -205,29 +205,39 @@ impl ScatterState {
         let centred_t = MatRef::from_column_major_slice(&scratch.centred, d, rows);
         let outputs = &mut scratch.outputs;
         product_into(outputs, plan.functionals.as_ref(), centred_t);
-        // q.c_k for every sample and class: (K x r_q) (r_q x rows).
+        // z = q + a_y = Q^T (h - m_G) per sample, then z.c_k for every class: (K x r_q) (r_q x rows).
         let ncc_rows = plan.ncc_rows.clone();
-        let q = outputs.as_ref().subrows(ncc_rows.start, ncc_rows.len());
-        product_into(&mut scratch.ncc_dots, plan.ncc_coords.as_ref(), q);
+        let rq = ncc_rows.len();
+        let shifted = &mut scratch.ncc_shifted;
+        if (shifted.nrows(), shifted.ncols()) != (rq, rows) {
+            *shifted = Mat::zeros(rq, rows);
+        }
+        let anchor = plan.ncc_anchor();
+        for (i, &y) in labels.iter().enumerate() {
+            let q = &outputs.col_as_slice(i)[ncc_rows.clone()];
+            for (j, (z, &q)) in shifted.col_as_slice_mut(i).iter_mut().zip(q).enumerate() {
+                *z = q + anchor[(y as usize, j)];
+            }
+        }
+        product_into(
+            &mut scratch.ncc_dots,
+            plan.ncc_coords.as_ref(),
+            shifted.as_ref(),
+        );
 
-        let (nc1_rows, rq) = (plan.nc1_rows.clone(), ncc_rows.len());
+        let nc1_rows = plan.nc1_rows.clone();
         scratch.ncc_decisions.clear();
         for (i, &y) in labels.iter().enumerate() {
-            let y = y as usize;
             let out = outputs.col_as_slice(i);
             for (acc, &p) in self.projected_sq.iter_mut().zip(&out[nc1_rows.clone()]) {
                 *acc += p * p;
             }
             // Squared NCC distance up to a k-independent term:
-            // ||q + a_y - c_k||^2 - ||q||^2 = 2 q.a_y - 2 q.c_k + ||a_y - c_k||^2.
-            let qa = dot_in_order(
-                &out[ncc_rows.clone()],
-                &plan.ncc_anchor[y * rq..(y + 1) * rq],
-            );
+            // ||z - c_k||^2 - ||z||^2 = ||c_k||^2 - 2 z.c_k.
             let dots = scratch.ncc_dots.col_as_slice(i);
-            let distances = (0..k).map(|c| 2.0 * (qa - dots[c]) + plan.ncc_offset[y * k + c]);
+            let distances = (0..k).map(|c| plan.ncc_coords_sq[c] - 2.0 * dots[c]);
             let ncc = argmin(distances.enumerate());
-            if ncc == y {
+            if ncc == y as usize {
                 self.ncc_correct += 1;
             }
             scratch.ncc_decisions.push(ncc);
@@ -283,6 +293,7 @@ fn classify<T: Feature>(
             deviations,
             outputs,
             estimates,
+            offsets,
             undecided,
             gathered,
             gathered_f32,
@@ -316,11 +327,20 @@ fn classify<T: Feature>(
                     projected.coefficients.as_ref(),
                     outputs.as_ref().subrows(0, r),
                 );
+                let table = match &projected.offsets {
+                    Some(table) => table,
+                    None => {
+                        let centred_weight = decider.centred_weight.as_deref().unwrap_or(&[]);
+                        let classes = labels.iter().map(|&y| y as usize);
+                        offsets.fill(&plan.own_means, centred_weight, classifier.bias(), classes);
+                        &*offsets
+                    }
+                };
                 for (i, &y) in labels.iter().enumerate() {
                     let y = y as usize;
                     let bound = errors.bound(errors.sample_norm(deviations[i], y), y);
                     let estimate = estimates.col_as_slice(i);
-                    match projected.decide(estimate, y, deviations[i], bound) {
+                    match projected.decide(estimate, table.row(y), y, deviations[i], bound) {
                         Some(class) => decisions.push(class),
                         None => {
                             decisions.push(usize::MAX);
@@ -353,8 +373,14 @@ fn classify<T: Feature>(
             for (j, &i) in undecided.iter().enumerate() {
                 let y = labels[i] as usize;
                 let centred_row = &centred[i * d..(i + 1) * d];
-                let offsets = &decider.logit_offset[y * k..(y + 1) * k];
-                let exact = |c: usize| dot_in_order(classifier.row(c), centred_row) + offsets[c];
+                let mean = &plan.own_means[y * d..(y + 1) * d];
+                // o_yk from the plan's table, else (large K; only for the classes the f32
+                // bound cannot separate) from its own dot product.
+                let offset = |c: usize| match &decider.logit_offsets {
+                    Some(table) => table.row(y)[c],
+                    None => dot_in_order(classifier.row(c), mean) + classifier.bias()[c],
+                };
+                let exact = |c: usize| dot_in_order(classifier.row(c), centred_row) + offset(c);
                 decisions[i] = f32_logits.decide(
                     logits_f32.col_as_slice(j),
                     classifier.bias(),
@@ -374,11 +400,23 @@ fn classify<T: Feature>(
                 MatRef::from_row_major_slice(classifier.weight(), k, d),
                 MatRef::from_column_major_slice(gathered, d, count),
             );
+            let table = match &decider.logit_offsets {
+                Some(table) => table,
+                None => {
+                    let classes = undecided.iter().map(|&i| labels[i] as usize);
+                    offsets.fill(
+                        &plan.own_means,
+                        classifier.weight(),
+                        classifier.bias(),
+                        classes,
+                    );
+                    &*offsets
+                }
+            };
             for (j, &i) in undecided.iter().enumerate() {
                 let y = labels[i] as usize;
-                let offsets = &decider.logit_offset[y * k..(y + 1) * k];
                 let column = logits.col_as_slice(j);
-                let negated = column.iter().zip(offsets).map(|(z, o)| -(z + o));
+                let negated = column.iter().zip(table.row(y)).map(|(z, o)| -(z + o));
                 decisions[i] = argmin(negated.enumerate());
             }
         }
@@ -392,11 +430,14 @@ struct Scratch {
     /// norms.
     centred: Vec<f64>,
     deviations: Vec<f64>,
-    /// Functional outputs (m x rows), NCC dot products (K x rows), projected logit
-    /// estimates a_k.p (K x rows).
+    /// Functional outputs (m x rows), the NCC coordinates z = Q^T (h - m_G) (r_q x rows)
+    /// and their products with the reference means (K x rows), projected logit estimates
+    /// a_k.p (K x rows), and the offset rows o_yk of the block's classes (large K only).
     outputs: Mat<f64>,
+    ncc_shifted: Mat<f64>,
     ncc_dots: Mat<f64>,
     estimates: Mat<f64>,
+    offsets: OffsetRows,
     /// Per sample: the NCC class, the classifier's class, and that of W without its bias
     /// (when `nc4` compares that one).
     ncc_decisions: Vec<usize>,
@@ -411,14 +452,22 @@ struct Scratch {
     logits_f32: Mat<f32>,
 }
 
-impl Default for Scratch {
-    fn default() -> Self {
+impl Scratch {
+    /// About what one piece's buffers hold once they have grown: the K x rows products
+    /// and offset rows, and the block's centred rows.
+    fn bytes(plan: &PlanData) -> usize {
+        8 * BLOCK_ROWS * (4 * plan.num_classes + 2 * plan.dim + plan.functionals.nrows())
+    }
+
+    fn new(num_classes: usize) -> Self {
         Self {
             centred: Vec::new(),
             deviations: Vec::new(),
             outputs: Mat::zeros(0, 0),
+            ncc_shifted: Mat::zeros(0, 0),
             ncc_dots: Mat::zeros(0, 0),
             estimates: Mat::zeros(0, 0),
+            offsets: OffsetRows::empty(num_classes),
             ncc_decisions: Vec::new(),
             decisions: Vec::new(),
             nc4_decisions: Vec::new(),
@@ -477,11 +526,11 @@ impl ScatterAccumulator {
         let plan = self.plan.data();
         let rows_seen = self.state.rows_seen();
         check_batch(features, labels, plan.dim, plan.num_classes, rows_seen)?;
-        let blank = || (ScatterState::new(plan), Scratch::default());
+        let blank = || (ScatterState::new(plan), Scratch::new(plan.num_classes));
         let partial = features
             .par_chunks(BLOCK_ROWS * plan.dim.max(1))
             .zip(labels.par_chunks(BLOCK_ROWS))
-            .with_min_len(blocks_per_piece(labels.len()))
+            .with_min_len(blocks_per_piece(labels.len(), Scratch::bytes(plan)))
             .fold(blank, |(mut state, mut scratch), (block, block_labels)| {
                 state.add_block(plan, block, block_labels, &mut scratch);
                 (state, scratch)
@@ -563,14 +612,26 @@ impl ScatterAccumulator {
             Nc4Form::Mismatch => mismatch as f64 / nf,
             Nc4Form::Agreement => (n - mismatch) as f64 / nf,
         };
-        let mut cdnv_sum = 0.0;
-        for a in 0..k {
-            for b in a + 1..k {
-                cdnv_sum += (variance[a] + variance[b])
-                    / (2.0 * plan.class_level.mean_distance_sq[a * k + b]);
-            }
-        }
         let level = &plan.class_level;
+        let cdnv_sum = if level.coincident_means {
+            // Some term is inf or 0/0: the pairs themselves give which.
+            let mean = |c: usize| &plan.own_means[c * plan.dim..(c + 1) * plan.dim];
+            let mut sum = 0.0;
+            for a in 0..k {
+                for b in a + 1..k {
+                    let distance = crate::vector::squared_distance(mean(a), mean(b));
+                    sum += (variance[a] + variance[b]) / (2.0 * distance);
+                }
+            }
+            sum
+        } else {
+            variance
+                .iter()
+                .zip(&level.inverse_distance_sums)
+                .map(|(v, c)| v * c)
+                .sum()
+        };
+        let trace_sigma_w = state.deviation_sq.iter().sum::<f64>() / nf;
         let clf = level.classifier.as_ref();
         let fraction = |count: u64| count as f64 / nf;
         Ok(NcMetrics {
@@ -587,6 +648,12 @@ impl ScatterAccumulator {
             equiangle_h: level.equiangle_h,
             nc2_means: level.nc2_means,
             cdnv: cdnv_sum / (k * (k - 1) / 2) as f64,
+            nc1_trace_ratio: Some(trace_sigma_w / level.trace_sigma_b),
+            gnc2_log_h: Some(level.gnc2_log_h),
+            gnc2_riesz_h: Some(level.gnc2_riesz_h),
+            gnc2_log_w: clf.map(|c| c.gnc2_log_w),
+            gnc2_riesz_w: clf.map(|c| c.gnc2_riesz_w),
+            gnc3: clf.map(|c| c.gnc3),
             num_samples: n,
             num_classes: k,
             dim: plan.dim,
@@ -603,6 +670,95 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
     use rand_distr::StandardNormal;
+
+    /// The paths of many classes (K above the tile side: offset rows per block, Gram
+    /// metrics over several tiles, per-row reductions in stripes) give the numbers of one
+    /// tile: the same decisions exactly, every other metric to 1e-12. Shapes that take each
+    /// decision route: f64 features with r < d (projections, then f64 logits), f32
+    /// features with 2r < d (projections, then f32 logits), r = d (logits only); with and
+    /// without the bias in nc4 and with other reference means.
+    #[test]
+    fn many_class_paths_give_the_numbers_of_one_tile() {
+        use crate::metrics::tiles::with_tile;
+        use crate::metrics::Convention;
+        let mut rng = StdRng::seed_from_u64(21);
+        for (k, d, spread) in [(5, 12, 3.0), (9, 6, 1.0), (7, 40, 0.2)] {
+            let mut normal = |scale: f64| scale * rng.sample::<f64, _>(StandardNormal);
+            let centres: Vec<f64> = (0..k * d).map(|_| normal(2.0)).collect();
+            let weight: Vec<f64> = centres.iter().map(|&c| c + normal(0.5)).collect();
+            let bias: Vec<f64> = (0..k).map(|_| normal(0.3)).collect();
+            let labels: Vec<u32> = (0..k * 30)
+                .map(|i| (((i * 37 + 11) % 101) % k) as u32)
+                .collect();
+            let features: Vec<f64> = labels
+                .iter()
+                .flat_map(|&y| (0..d).map(move |i| (y as usize, i)))
+                .map(|(y, i)| centres[y * d + i] + normal(spread))
+                .collect();
+            let as_f32: Vec<f32> = features.iter().map(|&x| x as f32).collect();
+            let reference: Vec<f64> = centres.iter().map(|&c| c + normal(0.4)).collect();
+            let reference = ClassMeans::from_means(k, d, reference).unwrap();
+            let clf = Classifier::new(k, d, weight, Some(bias)).unwrap();
+            let mut means = MeanAccumulator::new(k, d);
+            means.add_batch(&features, &labels).unwrap();
+            let means = means.finish().unwrap();
+            let conventions: [Convention; 2] = [
+                Convention::NCLAB,
+                "zhu2021+nc4-bias=without,global-mean=class-means"
+                    .parse()
+                    .unwrap(),
+            ];
+            for convention in conventions {
+                for reference in [None, Some(&reference)] {
+                    let run = |side: usize, f32_features: bool| {
+                        with_tile(side, || {
+                            let plan = MetricsPlan::with_convention(
+                                &means,
+                                Some(&clf),
+                                reference,
+                                &convention,
+                            )
+                            .unwrap();
+                            let mut scatter = plan.accumulator();
+                            if f32_features {
+                                scatter.add_batch(&as_f32, &labels).unwrap();
+                            } else {
+                                scatter.add_batch(&features, &labels).unwrap();
+                            }
+                            let counters = scatter.state().counters();
+                            (scatter.finish().unwrap(), counters)
+                        })
+                    };
+                    for f32_features in [false, true] {
+                        let (whole, whole_counts) = run(1024, f32_features);
+                        // Which routes ran: the projections decide some samples where r < d.
+                        let projected = whole_counts[3] > 0;
+                        assert_eq!(projected, k - 1 < d, "K {k}, d {d}, f32 {f32_features}");
+                        for side in [1, 2, 3] {
+                            let (tiled, counts) = run(side, f32_features);
+                            let case = format!(
+                                "K {k}, d {d}, side {side}, f32 {f32_features}, {convention}"
+                            );
+                            assert_eq!(counts, whole_counts, "{case}");
+                            let (a, b) = (
+                                serde_json::to_value(&tiled).unwrap(),
+                                serde_json::to_value(&whole).unwrap(),
+                            );
+                            for (key, value) in a.as_object().unwrap() {
+                                match (value.as_f64(), b[key].as_f64()) {
+                                    (Some(x), Some(y)) => assert!(
+                                        (x - y).abs() <= 1e-12 * x.abs().max(1.0),
+                                        "{key}: {x} vs {y}, {case}"
+                                    ),
+                                    _ => assert_eq!(value, &b[key], "{key}, {case}"),
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     /// Near collapse (W close to the class means, small within-class spread) the
     /// projections decide every sample, so no logit product runs; away from it (a random

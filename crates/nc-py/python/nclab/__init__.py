@@ -38,6 +38,7 @@ METRIC_KEYS = (
     "nc1", "nc2", "nc3", "nc4", "bias_relation", "accuracy", "ncc_accuracy",
     "equinorm_w", "equinorm_h", "equiangle_w", "equiangle_h", "nc2_means", "cdnv",
     "num_samples", "num_classes", "dim", "sigma_b_rank", "convention",
+    "nc1_trace_ratio", "gnc2_log_h", "gnc2_riesz_h", "gnc2_log_w", "gnc2_riesz_w", "gnc3",
 )  # fmt: skip
 #: Relative cutoff on the singular values of the centred class means (docs/metrics.md).
 RANK_CUTOFF: float = _core.RANK_CUTOFF

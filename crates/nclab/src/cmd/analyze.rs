@@ -131,6 +131,32 @@ fn table(file: &Path, means_from: Option<&Path>, m: &NcMetrics) -> String {
             format_value(m.cdnv),
             "class-distance normalised variance",
         ),
+        (
+            "nc1_trace_ratio",
+            opt(m.nc1_trace_ratio),
+            "tr(Sigma_W) / tr(Sigma_B)",
+        ),
+        (
+            "gnc2_log_h",
+            opt(m.gnc2_log_h),
+            "mean log(1/||x_k - x_l||), normalised centred means",
+        ),
+        (
+            "gnc2_riesz_h",
+            opt(m.gnc2_riesz_h),
+            "mean 1/||x_k - x_l||, normalised centred means",
+        ),
+        (
+            "gnc2_log_w",
+            opt(m.gnc2_log_w),
+            "mean log(1/||x_k - x_l||), normalised W rows",
+        ),
+        (
+            "gnc2_riesz_w",
+            opt(m.gnc2_riesz_w),
+            "mean 1/||x_k - x_l||, normalised W rows",
+        ),
+        ("gnc3", opt(m.gnc3), "mean 1 - cos(w_k, mu_k - mu_G)"),
     ];
     let mut out = format!(
         "{}: N = {}, K = {}, d = {}, rank(Sigma_B) = {}{}\n",
@@ -152,7 +178,7 @@ fn table(file: &Path, means_from: Option<&Path>, m: &NcMetrics) -> String {
         ));
     }
     for (name, value, meaning) in rows {
-        out.push_str(&format!("  {name:<14} {value:>14}   {meaning}\n"));
+        out.push_str(&format!("  {name:<15} {value:>14}   {meaning}\n"));
     }
     out
 }

@@ -250,7 +250,11 @@ fn projected_logits_decide_exactly_past_the_proved_margin() {
                         + classifier.bias()[c]
                 })
                 .collect();
-            for (got, expected) in projected.offsets[y * k..(y + 1) * k].iter().zip(&offsets) {
+            let table = projected
+                .offsets
+                .as_ref()
+                .expect("K <= TILE keeps every row");
+            for (got, expected) in table.row(y).iter().zip(&offsets) {
                 assert_relative(*got, *expected, "o_yk");
             }
             let max_o = offsets.iter().fold(0.0f64, |m, o| o.abs().max(m));
@@ -279,7 +283,7 @@ fn projected_logits_decide_exactly_past_the_proved_margin() {
                     let targets = [0.0, -50.0 - 1e3 * margin, lead];
                     let estimates: Vec<f64> = (0..k).map(|c| targets[c] - offsets[c]).collect();
                     assert_eq!(
-                        projected.decide(&estimates, y, deviation, exact_error),
+                        projected.decide(&estimates, table.row(y), y, deviation, exact_error),
                         expected,
                         "r {r}, class {y}, deviation {deviation}, lead {factor} x margin"
                     );
@@ -287,9 +291,12 @@ fn projected_logits_decide_exactly_past_the_proved_margin() {
             }
         }
         // A non-finite estimate is never decided.
-        assert_eq!(projected.decide(&[f64::NAN, 0.0, 100.0], 0, 0.0, 0.0), None);
         assert_eq!(
-            projected.decide(&[0.0, f64::INFINITY, 0.0], 0, 0.0, 0.0),
+            projected.decide(&[f64::NAN, 0.0, 100.0], &[0.0; 3], 0, 0.0, 0.0),
+            None
+        );
+        assert_eq!(
+            projected.decide(&[0.0, f64::INFINITY, 0.0], &[0.0; 3], 0, 0.0, 0.0),
             None
         );
     }
@@ -298,7 +305,7 @@ fn projected_logits_decide_exactly_past_the_proved_margin() {
 #[test]
 fn logit_offsets_are_the_logits_of_each_class_mean() {
     let (classifier, means) = case(1.0);
-    let offsets = logit_offsets(&means, classifier.weight(), classifier.bias());
+    let table = OffsetRows::all(means.means(), classifier.weight(), classifier.bias());
     for y in 0..3 {
         for k in 0..3 {
             let z = classifier
@@ -308,7 +315,7 @@ fn logit_offsets_are_the_logits_of_each_class_mean() {
                 .map(|(a, b)| a * b)
                 .sum::<f64>()
                 + classifier.bias()[k];
-            assert_relative(offsets[y * 3 + k], z, &format!("W mu_{y} + b at class {k}"));
+            assert_relative(table.row(y)[k], z, &format!("W mu_{y} + b at class {k}"));
         }
     }
 }
@@ -335,17 +342,24 @@ fn projected_bounds_that_meet_exactly_decide_nothing() {
     let basis = Mat::from_fn(4, 2, |i, j| (i == j) as u8 as f64);
     let projected =
         ProjectedLogits::new(&classifier, &centred, &means, basis.as_ref(), &exact).unwrap();
-    assert!(projected.offsets.iter().all(|&o| o == 0.0));
+    let table = projected.offsets.as_ref().unwrap();
+    assert!((0..3).all(|y| table.row(y).iter().all(|&o| o == 0.0)));
     let exact_error = 1e-15;
     let slack = 1.01 * projected.rounding_constant[0] + exact_error;
     assert!(slack > 0.0);
     assert_eq!(
-        projected.decide(&[0.0, -50.0, 2.0 * slack], 0, 0.0, exact_error),
+        projected.decide(
+            &[0.0, -50.0, 2.0 * slack],
+            table.row(0),
+            0,
+            0.0,
+            exact_error
+        ),
         None
     );
     let just_over = 2.0 * slack * (1.0 + 1e-12);
     assert_eq!(
-        projected.decide(&[0.0, -50.0, just_over], 0, 0.0, exact_error),
+        projected.decide(&[0.0, -50.0, just_over], table.row(0), 0, 0.0, exact_error),
         Some(2)
     );
 }
