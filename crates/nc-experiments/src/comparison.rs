@@ -3,7 +3,7 @@
 //! accuracy gaps, as matrices over all pairs (docs/metrics.md, "Comparing runs").
 
 use crate::error::{Error, Result};
-use crate::run_dir::{final_tensors, RunDir};
+use crate::run_dir::{final_tensors, recorded_convention, RunDir};
 use nc_data::features::{load_feature_file, FeatureKeys, FeatureSet};
 use nc_data::safetensors::read_safetensors;
 use nc_data::NpyArray;
@@ -130,10 +130,7 @@ fn load_run(dir: &Path) -> Result<RunData> {
         train_features: features("train")?,
         test_features: features("test")?,
         data: config.as_ref().and_then(|c| c.get("data").cloned()),
-        convention: config
-            .as_ref()
-            .and_then(|c| c.get("convention").cloned())
-            .unwrap_or_else(|| nc_math::metrics::Convention::NCLAB.label().into()),
+        convention: recorded_convention(config.as_ref().unwrap_or(&serde_json::Value::Null)),
     })
 }
 

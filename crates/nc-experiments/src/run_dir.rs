@@ -18,6 +18,15 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
+/// The metric convention a run's config.json records (text form), `nclab` for runs written
+/// before conventions had names, which all computed `nclab`'s numbers.
+pub fn recorded_convention(config: &serde_json::Value) -> serde_json::Value {
+    config
+        .get("convention")
+        .cloned()
+        .unwrap_or_else(|| nc_math::metrics::Convention::NCLAB.label().into())
+}
+
 /// Writes `bytes` to `path` atomically.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     // nc-data's procedure (temp file, fsync, rename, fsync of the directory); its message

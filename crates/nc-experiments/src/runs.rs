@@ -7,7 +7,7 @@
 //! documented format, including hand-written ones.
 
 use crate::error::{Error, Result};
-use crate::run_dir::{RunDir, Summary};
+use crate::run_dir::{recorded_convention, RunDir, Summary};
 use nc_math::loss::Loss;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -107,10 +107,12 @@ pub fn read_run(dir: &Path) -> Result<Run> {
         if let Some(model) = map.get_mut("model").and_then(Value::as_object_mut) {
             model.remove("width");
         }
-        // Runs written before conventions had names computed `nclab`'s: a run that says
-        // so belongs with them, and one with another convention does not.
-        map.entry("convention")
-            .or_insert_with(|| Value::from(nc_math::metrics::Convention::NCLAB.label()));
+    }
+    // A run that names no convention belongs with those that say `nclab`, and one with
+    // another convention does not.
+    let convention = recorded_convention(&fixed);
+    if let Some(map) = fixed.as_object_mut() {
+        map.insert("convention".into(), convention);
     }
 
     let metrics_path = layout.metrics_jsonl();
