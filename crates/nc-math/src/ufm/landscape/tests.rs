@@ -166,3 +166,69 @@ fn mse_origin_bias_zeroes_the_gradient() {
         assert!(grad.iter().all(|g| g.abs() < 1e-14), "lb = {lb}");
     }
 }
+
+/// The zero tolerance is 1e-8 of the largest eigenvalue's size (at least 1e-8), and
+/// negative curvature means strictly below minus it.
+#[test]
+fn curvature_tolerance_scales_with_the_largest_eigenvalue_and_is_strict() {
+    let at = |smallest: f64, largest: f64| Curvature {
+        smallest,
+        largest,
+        steps: 10,
+    };
+    assert_eq!(at(0.0, -5e3).zero_tolerance(), 5e-5);
+    assert_eq!(at(0.0, 0.25).zero_tolerance(), 1e-8);
+    assert!(!at(-5e-5, 5e3).has_negative_curvature());
+    assert!(at(-5.000_001e-5, 5e3).has_negative_curvature());
+    assert!(!at(-9e-9, 0.5).has_negative_curvature());
+    assert!(at(-2e-8, 0.5).has_negative_curvature());
+}
+
+/// With as many Lanczos steps as parameters, the extreme Ritz values are the extreme
+/// eigenvalues of the dense Hessian (columns from Hessian-vector products with unit
+/// vectors), at a point that is not critical, for every loss.
+#[test]
+fn full_lanczos_gives_the_dense_hessian_extremes() {
+    for loss in [
+        Loss::CrossEntropy,
+        Loss::LabelSmoothing { alpha: 0.1 },
+        Loss::Focal { gamma: 2.0 },
+        Loss::Mse { rescale: 1.0 },
+    ] {
+        let ufm = Ufm::new(loss, 3, 2, 4, 1e-2, 2e-2, 1e-3).unwrap();
+        let dim = ufm.num_params();
+        let x: Vec<f64> = (0..dim)
+            .map(|i| ((i * 37 % 11) as f64 - 5.0) / 7.0)
+            .collect();
+        let mut dense = faer::Mat::<f64>::zeros(dim, dim);
+        let (mut unit, mut column) = (vec![0.0; dim], vec![0.0; dim]);
+        for j in 0..dim {
+            unit.iter_mut().for_each(|u| *u = 0.0);
+            unit[j] = 1.0;
+            ufm.hvp(&x, &unit, &mut column);
+            for i in 0..dim {
+                dense[(i, j)] = column[i];
+            }
+        }
+        let symmetric = faer::Mat::from_fn(dim, dim, |i, j| 0.5 * (dense[(i, j)] + dense[(j, i)]));
+        let eigenvalues = symmetric
+            .self_adjoint_eigenvalues(faer::Side::Lower)
+            .unwrap();
+        let (lowest, highest) = eigenvalues
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &e| {
+                (lo.min(e), hi.max(e))
+            });
+        let curvature = hessian_curvature(&ufm, &x, dim, 5);
+        let scale = highest.abs().max(lowest.abs());
+        assert!(
+            (curvature.smallest - lowest).abs() < 1e-9 * scale
+                && (curvature.largest - highest).abs() < 1e-9 * scale,
+            "{loss:?}: {curvature:?} vs [{lowest}, {highest}]"
+        );
+        assert!(
+            curvature.smallest < 0.0,
+            "{loss:?}: a generic point has negative curvature"
+        );
+    }
+}
