@@ -13,7 +13,7 @@
 //! | `format` | `nclab-partial-state` |
 //! | `version` | `1` ([`VERSION`]) |
 //! | `phase` | `1` (class counts and feature sums) or `2` (the scatter sums) |
-//! | `convention` | the metric convention the sums belong to: `nclab` ([`CONVENTION`]) |
+//! | `convention` | phase 1: always `nclab` ([`CONVENTION`]; its sums serve every convention); phase 2: the metric convention the sums belong to, in its canonical text form (`zhu2021`, `nclab+nc1-scale=total`) |
 //! | `num_classes`, `dim` | K and d |
 //! | `rank` (phase 2) | r, the number of kept singular directions of the class means |
 //! | `means_sha256` (phase 2) | [`sha256_f64`] of the phase-1 class means (K x d, row-major) the state was accumulated with |
@@ -28,7 +28,19 @@
 //! The encoding is canonical (keys sorted, no whitespace, f64 sums as their exact bits), so
 //! one state has one byte string; [`decode`] refuses anything else, including trailing bytes.
 //! Two states merge only when [`PartialState::check_mergeable`] says so: same phase, version,
-//! convention, K and d, and for phase 2 the same rank and hashes.
+//! K and d, and for phase 2 the same convention, rank and hashes.
+//!
+//! Conventions: phase-1 sums (counts and feature sums) are the same under every metric
+//! convention, so a phase-1 state always records `nclab` and [`decode`] refuses any other
+//! value there; these bytes are exactly those of the first version of this module. A phase-2
+//! state depends on its convention (the kept directions of Sigma_B, the centring, the
+//! decisions `nc4` compares) and records it. This crate keeps that text a string and checks
+//! only its form ([`check_convention_text`]: non-empty, at most [`MAX_CONVENTION_BYTES`]
+//! printable ASCII bytes); whoever builds a plan from it parses it (the Python bindings
+//! refuse text that does not parse, or that is not the canonical form of what it parses
+//! to). A phase-2 state of the `nclab` convention has the bytes the first version wrote, and
+//! a reader of that version refuses any other convention by name, so the format stays
+//! version 1.
 
 use crate::error::{DataError, Result};
 use serde_json::Value;
@@ -40,8 +52,10 @@ use std::fmt::Write as _;
 pub const FORMAT: &str = "nclab-partial-state";
 /// The version this library writes and reads.
 pub const VERSION: u32 = 1;
-/// The metric convention of docs/metrics.md (the only one so far).
+/// The default metric convention (docs/metrics.md), and the one every phase-1 state records.
 pub const CONVENTION: &str = "nclab";
+/// The longest `convention` value read (the longest canonical text is under 200 bytes).
+pub const MAX_CONVENTION_BYTES: usize = 256;
 /// Headers larger than this are refused as corrupt (a phase-2 header is a few hundred bytes).
 const MAX_HEADER_BYTES: u64 = 1 << 20;
 
@@ -61,6 +75,9 @@ pub struct MeansPart {
 pub struct ScatterPart {
     pub num_classes: usize,
     pub dim: usize,
+    /// The metric convention the sums were accumulated under, as its canonical text
+    /// (`nclab`, `zhu2021`, `nclab+nc1-scale=total`); see the module documentation.
+    pub convention: String,
     /// [`sha256_f64`] of the phase-1 class means.
     pub means_sha256: String,
     /// [`sha256_f64`] of W then b, `None` without a classifier.
@@ -104,6 +121,30 @@ fn invalid(reason: impl Into<String>) -> DataError {
     }
 }
 
+/// `Ok` when `text` has the form of a `convention` value: non-empty, at most
+/// [`MAX_CONVENTION_BYTES`] bytes, printable ASCII other than space, `"` and `\`. Whether it
+/// names a convention is for the crate that knows them (nc-math) to say.
+pub fn check_convention_text(text: &str) -> Result<()> {
+    if text.is_empty() {
+        return Err(invalid("the metric convention is empty"));
+    }
+    if text.len() > MAX_CONVENTION_BYTES {
+        return Err(invalid(format!(
+            "the metric convention is {} bytes long, at most {MAX_CONVENTION_BYTES} allowed",
+            text.len()
+        )));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|&c| !c.is_ascii_graphic() || c == '"' || c == '\\')
+    {
+        return Err(invalid(format!(
+            "the metric convention {text:?} holds {c:?}, expected printable ASCII without spaces, quotes or backslashes"
+        )));
+    }
+    Ok(())
+}
+
 /// A tensor of the layout: name, safetensors dtype, shape, little-endian data.
 struct Tensor {
     name: &'static str,
@@ -139,6 +180,14 @@ impl PartialState {
         }
     }
 
+    /// The metric convention: [`CONVENTION`] for phase 1, the recorded one for phase 2.
+    pub fn convention(&self) -> &str {
+        match self {
+            PartialState::Means(_) => CONVENTION,
+            PartialState::Scatter(s) => &s.convention,
+        }
+    }
+
     /// (K, d).
     pub fn shape(&self) -> (usize, usize) {
         match self {
@@ -154,7 +203,7 @@ impl PartialState {
             ("format", FORMAT.to_string()),
             ("version", VERSION.to_string()),
             ("phase", self.phase().to_string()),
-            ("convention", CONVENTION.to_string()),
+            ("convention", self.convention().to_string()),
             ("num_classes", k.to_string()),
             ("dim", d.to_string()),
         ]);
@@ -192,8 +241,11 @@ impl PartialState {
         let mut header = String::from("{\"__metadata__\":{");
         for (i, (key, value)) in self.metadata().iter().enumerate() {
             let comma = if i == 0 { "" } else { "," };
-            // Keys and values are digits, hex, and fixed ASCII names: nothing to escape.
-            let _ = write!(header, "{comma}\"{key}\":\"{value}\"");
+            // Keys and values are digits, hex, fixed ASCII names and a convention text that
+            // `decode` accepts only without characters to escape; a convention that would
+            // need escaping is escaped (valid JSON, which `decode` then refuses by name).
+            let value = serde_json::to_string(value).unwrap_or_else(|_| "\"\"".into());
+            let _ = write!(header, "{comma}\"{key}\":{value}");
         }
         header.push('}');
         let mut offset = 0usize;
@@ -222,9 +274,9 @@ impl PartialState {
         bytes
     }
 
-    /// `Ok` when `other` may be merged into this state: same phase, K and d (the version
-    /// and convention are checked by [`decode`]), and for phase 2 the same rank, class
-    /// means, classifier and reference means. The message says what differs.
+    /// `Ok` when `other` may be merged into this state: same phase, K and d (the version is
+    /// checked by [`decode`]), and for phase 2 the same convention, rank, class means,
+    /// classifier and reference means. The message says what differs.
     pub fn check_mergeable(&self, other: &PartialState) -> Result<()> {
         let refuse = |what: String| Err(invalid(format!("cannot merge: {what}")));
         if self.phase() != other.phase() {
@@ -241,6 +293,12 @@ impl PartialState {
             ));
         }
         if let (PartialState::Scatter(a), PartialState::Scatter(b)) = (self, other) {
+            if a.convention != b.convention {
+                return refuse(format!(
+                    "a phase-2 state of convention '{}' into one of convention '{}' (the sums differ by convention: accumulate both with the same one)",
+                    b.convention, a.convention
+                ));
+            }
             if a.projected_sq.len() != b.projected_sq.len() {
                 return refuse(format!(
                     "phase-2 states of rank {} and {} (different class means)",
@@ -285,8 +343,9 @@ impl PartialState {
 }
 
 /// Reads the bytes [`PartialState::encode`] writes; anything else is refused with the
-/// reason (an unknown version or convention, a missing or extra tensor, wrong shapes, bytes
-/// that are not in canonical form).
+/// reason (an unknown version, a phase-1 convention other than `nclab` or a phase-2 one
+/// [`check_convention_text`] refuses, a missing or extra tensor, wrong shapes, bytes that are
+/// not in canonical form). A phase-2 convention is returned as text, not parsed.
 pub fn decode(bytes: &[u8]) -> Result<PartialState> {
     let Some((len_bytes, rest)) = bytes.split_first_chunk::<8>() else {
         return Err(invalid(format!(
@@ -328,12 +387,7 @@ pub fn decode(bytes: &[u8]) -> Result<PartialState> {
             field("version")?
         )));
     }
-    if field("convention")? != CONVENTION {
-        return Err(invalid(format!(
-            "metric convention '{}', but this nclab knows only '{CONVENTION}'",
-            field("convention")?
-        )));
-    }
+    let convention = field("convention")?;
     let count = |key: &str| -> Result<usize> {
         let text = field(key)?;
         text.parse::<usize>().map_err(|_| {
@@ -350,6 +404,11 @@ pub fn decode(bytes: &[u8]) -> Result<PartialState> {
     };
     let state = match field("phase")? {
         "1" => {
+            if convention != CONVENTION {
+                return Err(invalid(format!(
+                    "a phase-1 state with metric convention '{convention}': phase-1 states record '{CONVENTION}' (their sums serve every convention)"
+                )));
+            }
             // Checked before anything K x d is allocated.
             let kd = k
                 .checked_mul(d)
@@ -368,6 +427,7 @@ pub fn decode(bytes: &[u8]) -> Result<PartialState> {
             })
         }
         "2" => {
+            check_convention_text(convention)?;
             let r = count("rank")?;
             let hash = |key: &str| -> Result<Option<String>> {
                 let value = field(key)?;
@@ -392,6 +452,7 @@ pub fn decode(bytes: &[u8]) -> Result<PartialState> {
             PartialState::Scatter(ScatterPart {
                 num_classes: k,
                 dim: d,
+                convention: convention.to_string(),
                 means_sha256,
                 classifier_sha256: hash("classifier_sha256")?,
                 reference_sha256: hash("reference_sha256")?,

@@ -2,7 +2,10 @@
 //! reference safetensors implementation reads, a golden file for Python's tests, and every
 //! refusal.
 
-use nc_data::partial_state::{decode, sha256_f64, MeansPart, PartialState, ScatterPart};
+use nc_data::partial_state::{
+    check_convention_text, decode, sha256_f64, MeansPart, PartialState, ScatterPart,
+    MAX_CONVENTION_BYTES,
+};
 use std::path::Path;
 
 fn means_state() -> PartialState {
@@ -18,6 +21,7 @@ fn scatter_state() -> PartialState {
     PartialState::Scatter(ScatterPart {
         num_classes: 3,
         dim: 2,
+        convention: "nclab".into(),
         means_sha256: sha256_f64(&[1.0, 2.0]),
         classifier_sha256: Some(sha256_f64(&[0.5])),
         reference_sha256: None,
@@ -151,8 +155,23 @@ fn damaged_or_foreign_bytes_are_refused_with_the_reason() {
         ("\"version\":\"1\"", "\"version\":\"2\"", "version 2"),
         (
             "\"convention\":\"nclab\"",
-            "\"convention\":\"papyan\"",
-            "convention 'papyan'",
+            "\"convention\":\"\"",
+            "the metric convention is empty",
+        ),
+        (
+            "\"convention\":\"nclab\"",
+            "\"convention\":\"ncl\\u00e4b\"",
+            "holds 'ä'",
+        ),
+        (
+            "\"convention\":\"nclab\"",
+            "\"convention\":\"nclab+nc3=a b\"",
+            "holds ' '",
+        ),
+        (
+            "\"convention\":\"nclab\"",
+            "\"convention\":7",
+            "no string 'convention'",
         ),
         ("\"phase\":\"2\"", "\"phase\":\"3\"", "phase '3'"),
         (
@@ -218,6 +237,14 @@ fn merging_needs_the_same_phase_shape_rank_and_hashes() {
     let variants = [
         (
             ScatterPart {
+                convention: "zhu2021".into(),
+                projected_sq: vec![1.0],
+                ..s.clone()
+            },
+            "a phase-2 state of convention 'zhu2021' into one of convention 'nclab'",
+        ),
+        (
+            ScatterPart {
                 means_sha256: sha256_f64(&[9.0]),
                 ..s.clone()
             },
@@ -248,5 +275,115 @@ fn merging_needs_the_same_phase_shape_rank_and_hashes() {
     for (other, expected) in variants {
         let err = message(&scatter, &PartialState::Scatter(other));
         assert!(err.contains(expected), "{err}");
+    }
+}
+
+fn with_convention(convention: &str) -> PartialState {
+    let PartialState::Scatter(s) = scatter_state() else {
+        unreachable!()
+    };
+    PartialState::Scatter(ScatterPart {
+        convention: convention.into(),
+        ..s
+    })
+}
+
+#[test]
+fn a_phase2_state_records_its_convention_and_round_trips_it() {
+    for convention in [
+        "zhu2021",
+        "nclab+nc1-scale=total",
+        "papyan2020+pinv=nclab,nc4=agreement",
+    ] {
+        let state = with_convention(convention);
+        let bytes = state.encode();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(meta.metadata().as_ref().unwrap()["convention"], convention);
+        let back = decode(&bytes).unwrap();
+        assert_eq!(back.convention(), convention);
+        assert_eq!(back, state);
+        assert_eq!(back.encode(), bytes);
+    }
+    // Text is checked for its form only here: whether it names a convention is nc-math's to
+    // say (the Python bindings parse it).
+    assert_eq!(
+        decode(&with_convention("not-a-preset").encode())
+            .unwrap()
+            .convention(),
+        "not-a-preset"
+    );
+    assert_eq!(means_state().convention(), "nclab");
+}
+
+#[test]
+fn merging_refuses_two_conventions_naming_both() {
+    let (nclab, zhu) = (with_convention("nclab"), with_convention("zhu2021"));
+    let mix = with_convention("nclab+nc1-scale=total");
+    zhu.check_mergeable(&with_convention("zhu2021")).unwrap();
+    let err = nclab.check_mergeable(&zhu).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "cannot merge: a phase-2 state of convention 'zhu2021' into one of convention 'nclab'"
+        ),
+        "{err}"
+    );
+    let err = mix.check_mergeable(&nclab).unwrap_err().to_string();
+    assert!(
+        err.contains("convention 'nclab' into one of convention 'nclab+nc1-scale=total'"),
+        "{err}"
+    );
+}
+
+/// The bytes of means_state() and scatter_state() as the first version of this module wrote
+/// them (at commit be8350b, before phase-2 states carried other conventions; written with
+/// `std::fs::write(path, state.encode())` there). They still decode to the same states, and
+/// today's encoding of those states is byte-identical: phase 1 and the `nclab` convention
+/// did not change.
+#[test]
+fn bytes_of_the_first_version_still_decode() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for (file, state) in [
+        ("partial_state_v1_phase1.safetensors", means_state()),
+        ("partial_state_v1_phase2.safetensors", scatter_state()),
+    ] {
+        let old = std::fs::read(fixtures.join(file)).unwrap();
+        assert_eq!(decode(&old).unwrap(), state, "{file}");
+        assert_eq!(state.encode(), old, "{file}");
+    }
+}
+
+#[test]
+fn phase1_states_record_nclab_and_refuse_another() {
+    let bytes = means_state().encode();
+    let header = String::from_utf8_lossy(&bytes[8..]).into_owned();
+    assert!(header.contains("\"convention\":\"nclab\""), "{header}");
+    let err = refusal(&edit_header(
+        &bytes,
+        "\"convention\":\"nclab\"",
+        "\"convention\":\"zhu2021\"",
+    ));
+    assert!(
+        err.contains(
+            "a phase-1 state with metric convention 'zhu2021': phase-1 states record 'nclab'"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn convention_text_is_bounded_printable_ascii() {
+    check_convention_text("nclab+global-mean=class-means,nc3=duality").unwrap();
+    check_convention_text(&"a".repeat(MAX_CONVENTION_BYTES)).unwrap();
+    let err = |t: &str| check_convention_text(t).unwrap_err().to_string();
+    assert!(err(&"a".repeat(MAX_CONVENTION_BYTES + 1)).contains("257 bytes long, at most 256"));
+    assert!(err("").contains("empty"));
+    assert!(err("zhu\"2021").contains("holds '\"'"));
+    assert!(err("zhu\\2021").contains("holds '\\\\'"));
+    assert!(err("zhu\n").contains("holds '\\n'"));
+    // A state holding such text still encodes as valid JSON (escaped), which decode refuses
+    // by name rather than as broken JSON.
+    for bad in ["", "a\"b", "a\\b", "é", &"x".repeat(300)] {
+        let e = refusal(&with_convention(bad).encode());
+        assert!(e.contains("the metric convention"), "{bad:?}: {e}");
     }
 }

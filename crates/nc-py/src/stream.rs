@@ -6,10 +6,10 @@ use crate::arrays::{self, FeatureSlice};
 use crate::error::{value, BindError, Result};
 use crate::guard;
 use crate::metrics::{classifier, to_dict};
-use crate::state::{from_means_part, means_part, PlanId};
-use nc_data::partial_state::{decode, PartialState};
+use crate::state::{decode_state, from_means_part, means_part, PlanId};
+use nc_data::partial_state::PartialState;
 use nc_math::metrics::{
-    ClassMeans, MeanAccumulator, MetricsPlan, ScatterAccumulator, ScatterState,
+    ClassMeans, Convention, MeanAccumulator, MetricsPlan, ScatterAccumulator, ScatterState,
 };
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
@@ -44,7 +44,7 @@ impl PyMeans {
 
 /// Decodes `bytes` as a state of `phase`, naming the class to read the other phase with.
 fn decode_phase(bytes: &[u8], phase: u32) -> Result<PartialState> {
-    let state = decode(bytes)?;
+    let state = decode_state(bytes)?;
     if state.phase() != phase {
         let reader = if state.phase() == 1 {
             "MeanAccumulator"
@@ -68,7 +68,7 @@ fn other_state(other: &Bound<'_, PyAny>) -> Result<PartialState> {
         return Ok(s.borrow().part());
     }
     if let Ok(bytes) = other.extract::<&[u8]>() {
-        return Ok(decode(bytes)?);
+        return decode_state(bytes);
     }
     Err(BindError::Type(format!(
         "can merge a MeanAccumulator, a ScatterAccumulator or their bytes, not {}",
@@ -153,15 +153,18 @@ impl PyMeans {
             .into_any())
     }
 
-    /// Phase 2 for these means: a ScatterAccumulator to feed the same batches again.
-    #[pyo3(signature = (weight=None, bias=None, *, means_from=None))]
+    /// Phase 2 for these means: a ScatterAccumulator to feed the same batches again, whose
+    /// result has the formulas of `convention` (the text `nclab.metrics` takes).
+    #[pyo3(signature = (weight=None, bias=None, *, means_from=None, convention="nclab"))]
     fn scatter(
         &self,
         py: Python<'_>,
         weight: Option<&Bound<'_, PyAny>>,
         bias: Option<&Bound<'_, PyAny>>,
         means_from: Option<&Bound<'_, PyAny>>,
+        convention: &str,
     ) -> Result<PyScatter> {
+        let convention: Convention = convention.parse()?;
         let means = self.class_means()?;
         let (k, d) = (means.num_classes(), means.dim());
         let clf = classifier(weight, bias, d)?;
@@ -169,9 +172,14 @@ impl PyMeans {
             Some(m) => Some(ClassMeans::from_means(k, d, arrays::means(m, k, d)?)?),
             None => None,
         };
-        let id = PlanId::new(&means, clf.as_ref(), reference.as_ref());
+        let id = PlanId::new(&means, clf.as_ref(), reference.as_ref(), &convention);
         let plan = guard::compute(py, || {
-            Ok(MetricsPlan::new(&means, clf.as_ref(), reference.as_ref())?)
+            Ok(MetricsPlan::with_convention(
+                &means,
+                clf.as_ref(),
+                reference.as_ref(),
+                &convention,
+            )?)
         })?;
         Ok(PyScatter {
             id,
@@ -284,7 +292,7 @@ impl PyScatter {
     }
 
     /// Adds another shard's phase-2 sums (an accumulator or its bytes) accumulated with the
-    /// same means, classifier and reference means.
+    /// same convention, means, classifier and reference means.
     fn merge(slf: &Bound<'_, Self>, other: &Bound<'_, PyAny>) -> Result<()> {
         let theirs = other_state(other)?;
         let mine = slf.borrow().part();
@@ -328,6 +336,12 @@ impl PyScatter {
         self.state().rows_seen()
     }
 
+    /// The metric convention of the sums and of `result()`, in its canonical text form.
+    #[getter]
+    fn convention(&self) -> String {
+        self.id.convention.to_string()
+    }
+
     /// Whether this accumulator has its plan (made by MeanAccumulator.scatter) rather than
     /// having been read from bytes.
     #[getter]
@@ -367,11 +381,12 @@ impl PyScatter {
 
     fn __repr__(&self) -> String {
         format!(
-            "ScatterAccumulator(num_classes={}, dim={}, num_samples={}, attached={})",
+            "ScatterAccumulator(num_classes={}, dim={}, num_samples={}, attached={}, convention='{}')",
             self.id.num_classes,
             self.id.dim,
             self.state().rows_seen(),
-            self.attached()
+            self.attached(),
+            self.id.convention
         )
     }
 }
@@ -379,13 +394,13 @@ impl PyScatter {
 /// The metadata of partial-state bytes, as a dict of strings (docs/python.md).
 #[pyfunction]
 pub fn state_info<'py>(py: Python<'py>, data: &[u8]) -> Result<Bound<'py, PyDict>> {
-    let state = guard::caught(|| Ok(decode(data)?))?;
+    let state = guard::caught(|| decode_state(data))?;
     let (k, d) = state.shape();
     let dict = PyDict::new(py);
     dict.set_item("format", nc_data::partial_state::FORMAT)?;
     dict.set_item("version", nc_data::partial_state::VERSION)?;
     dict.set_item("phase", state.phase())?;
-    dict.set_item("convention", nc_data::partial_state::CONVENTION)?;
+    dict.set_item("convention", state.convention())?;
     dict.set_item("num_classes", k)?;
     dict.set_item("dim", d)?;
     if let PartialState::Scatter(s) = &state {

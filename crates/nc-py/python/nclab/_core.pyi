@@ -19,9 +19,10 @@ def metrics(
     convention: str = "nclab",
 ) -> Dict[str, Any]: ...
 def state_info(data: bytes) -> Dict[str, Any]:
-    """The metadata of partial-state bytes: format, version, phase, convention, num_classes,
-    dim, num_samples, and for phase 2 rank, means_sha256, classifier_sha256 and
-    reference_sha256 (None where absent)."""
+    """The metadata of partial-state bytes: format, version, phase, convention (phase 1:
+    always "nclab"; phase 2: the canonical text of its convention), num_classes, dim,
+    num_samples, and for phase 2 rank, means_sha256, classifier_sha256 and reference_sha256
+    (None where absent)."""
 
 class MeanAccumulator:
     """Phase 1 of the engine: per-class counts and feature sums over batches."""
@@ -42,9 +43,16 @@ class MeanAccumulator:
     def means(self) -> npt.NDArray[np.float64]:
         """The class means (K x d); every class needs a sample."""
     def scatter(
-        self, weight: Any = None, bias: Any = None, *, means_from: Any = None
+        self,
+        weight: Any = None,
+        bias: Any = None,
+        *,
+        means_from: Any = None,
+        convention: str = "nclab",
     ) -> "ScatterAccumulator":
-        """Phase 2 for these means, with an optional classifier and NCC reference means."""
+        """Phase 2 for these means, with an optional classifier and NCC reference means,
+        computing under ``convention`` (the text nclab.metrics takes; ValueError when it
+        does not parse)."""
     def to_bytes(self) -> bytes:
         """The partial-state bytes (what pickling emits)."""
     @staticmethod
@@ -58,16 +66,19 @@ class ScatterAccumulator:
 
     def add(self, features: Any, labels: Any) -> None: ...
     def merge(self, other: "ScatterAccumulator | bytes") -> None:
-        """Adds another shard's phase-2 sums; refuses states of another phase, K, d, rank,
-        class means, classifier or reference means (ValueError)."""
+        """Adds another shard's phase-2 sums; refuses states of another phase, convention,
+        K, d, rank, class means, classifier or reference means (ValueError)."""
     def result(self) -> Dict[str, Any]:
-        """Every metric, the keys of nclab.metrics."""
+        """Every metric under this accumulator's convention, the keys of nclab.metrics."""
     @property
     def num_classes(self) -> int: ...
     @property
     def dim(self) -> int: ...
     @property
     def num_samples(self) -> int: ...
+    @property
+    def convention(self) -> str:
+        """The convention of the sums and of result(), in canonical text form."""
     @property
     def attached(self) -> bool: ...
     def to_bytes(self) -> bytes: ...
