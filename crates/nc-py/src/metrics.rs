@@ -69,6 +69,8 @@ pub fn classifier(
 /// for the documentation users read).
 #[pyfunction]
 #[pyo3(signature = (features, labels, weight=None, bias=None, *, num_classes=None, means_from=None, convention="nclab"))]
+// One parameter per keyword of the Python signature.
+#[allow(clippy::too_many_arguments)]
 pub fn metrics<'py>(
     py: Python<'py>,
     features: &Bound<'py, PyAny>,
