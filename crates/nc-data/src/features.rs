@@ -1,8 +1,9 @@
 //! Feature files: the last-layer features of a model, their labels and (optionally) the
 //! classifier, as exported by nclab's training code or by any PyTorch/NumPy script.
 //!
-//! A feature file is a `.npz` archive, a `.safetensors` file, or a directory of `<key>.npy`
-//! files, holding (array names configurable through [`FeatureKeys`]):
+//! A feature file is a `.npz` archive, a `.safetensors` file, a PyTorch `.pt`/`.pth` file
+//! ([`crate::torch`]) or a directory of `<key>.npy` files, holding (array names configurable
+//! through [`FeatureKeys`]):
 //!
 //! | key        | shape   | dtype                                   | required |
 //! |------------|---------|-----------------------------------------|----------|
@@ -29,13 +30,14 @@ use crate::error::{DataError, Result};
 use crate::mapped::MappedFloats;
 use crate::npz::{list_or_none, NpzReader};
 use crate::safetensors::SafetensorsReader;
+use crate::torch::TorchReader;
 
 /// Name of the optional array of original sample indices.
 pub const INDICES_KEY: &str = "indices";
 
 /// What a feature file may be, for messages.
 const FEATURE_FILE_KINDS: &str =
-    "a .npz file, a .safetensors file, or a directory of <key>.npy files";
+    "a .npz file, a .safetensors file, a PyTorch .pt/.pth file, or a directory of <key>.npy files";
 
 /// Names of the arrays in a feature file.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,7 +200,7 @@ impl FeatureSet {
 }
 
 /// A source of named arrays: an archive, a safetensors file or a directory of `.npy` files.
-trait ArraySource {
+pub(crate) trait ArraySource {
     fn names(&self) -> Vec<String>;
     fn contains(&self, key: &str) -> bool;
     fn read(&mut self, key: &str) -> Result<NpyArray>;
@@ -234,6 +236,21 @@ impl ArraySource for SafetensorsReader {
     }
     fn map_floats(&mut self, key: &str) -> Result<Option<(Vec<usize>, MappedFloats)>> {
         SafetensorsReader::map_floats(self, key)
+    }
+}
+
+impl ArraySource for TorchReader {
+    fn names(&self) -> Vec<String> {
+        TorchReader::names(self).to_vec()
+    }
+    fn contains(&self, key: &str) -> bool {
+        TorchReader::contains(self, key)
+    }
+    fn read(&mut self, key: &str) -> Result<NpyArray> {
+        TorchReader::read(self, key)
+    }
+    fn map_floats(&mut self, key: &str) -> Result<Option<(Vec<usize>, MappedFloats)>> {
+        TorchReader::map_floats(self, key)
     }
 }
 
@@ -304,6 +321,7 @@ pub fn load_feature_file(path: &Path, keys: &FeatureKeys) -> Result<FeatureSet> 
     {
         Some("npz") => load_from(path, &mut NpzReader::open(path)?, keys),
         Some("safetensors") => load_from(path, &mut SafetensorsReader::open(path)?, keys),
+        Some("pt" | "pth") => load_from(path, &mut TorchReader::open(path)?, keys),
         Some("npy") => Err(DataError::UnsupportedFileKind {
             path: path.to_path_buf(),
             expected:

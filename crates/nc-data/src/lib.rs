@@ -1,6 +1,8 @@
 //! Readers and writers for every file nclab reads or writes.
 //!
 //! - [`npy`], [`npz`], [`safetensors`]: NumPy and safetensors arrays ([`NpyArray`]).
+//! - [`torch`]: tensors of PyTorch `.pt` files, read without running pickled code.
+//! - [`classifier`]: a classifier (weight, bias) from a checkpoint separate from the features.
 //! - [`features`]: validated feature files (features, labels, classifier) for NC metrics.
 //! - [`idx`], [`cifar`]: MNIST IDX and CIFAR-10/100 binary image sets ([`ImageSet`]).
 //! - [`synthetic`]: seeded Gaussian-mixture classes.
@@ -14,6 +16,7 @@
 
 pub mod array;
 pub mod cifar;
+pub mod classifier;
 pub mod embedded;
 pub mod error;
 pub mod features;
@@ -26,6 +29,7 @@ pub mod npz;
 pub mod partial_state;
 pub mod safetensors;
 pub mod synthetic;
+pub mod torch;
 
 pub use array::{ArrayData, ArraySlice, ArrayView, DType, NpyArray};
 pub use cifar::{load_cifar100_dir, load_cifar10_dir};

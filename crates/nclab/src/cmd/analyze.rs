@@ -3,8 +3,9 @@
 
 use crate::args::{user_error, ConventionArgs};
 use anyhow::Result;
-use nc_data::features::FeatureKeys;
-use nc_experiments::analysis::AnalysisRequest;
+use nc_data::classifier::load_classifier;
+use nc_data::features::{load_feature_file, FeatureKeys};
+use nc_experiments::analysis::{analyze, class_means_of, num_classes, AnalysisRequest};
 use nc_math::metrics::{Convention, NcMetrics};
 use std::path::{Path, PathBuf};
 
@@ -13,8 +14,10 @@ use std::path::{Path, PathBuf};
     after_help = "Metric definitions: see `docs/metrics.md` or the README. Exit status 2 on bad input."
 )]
 pub struct Args {
-    /// Feature file: .npz, .safetensors, or a directory of <key>.npy files, holding
-    /// `features` (N x d), `labels` (N) and optionally `weight` (K x d) and `bias` (K).
+    /// Feature file: .npz, .safetensors, a PyTorch .pt/.pth file (torch.save of a dict of
+    /// tensors; read without running pickled code), or a directory of <key>.npy files,
+    /// holding `features` (N x d), `labels` (N) and optionally `weight` (K x d) and `bias` (K).
+    /// In .pt files, names are dotted paths (`fc.weight`; nested `state_dict` resolved).
     pub file: PathBuf,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -38,6 +41,13 @@ pub struct Args {
     /// for test data may not look at test labels. Read with the same keys.
     #[arg(long, value_name = "FILE")]
     pub means_from: Option<PathBuf>,
+    /// Take the classifier from this checkpoint instead of FILE (a .pt/.pth or .safetensors
+    /// state dict, or .npz): `--weight-key` (default `weight`) names its K x d weight, which
+    /// must exist, and `--bias-key` its bias (default: `X.bias` for a weight `X.weight`, else
+    /// `bias`; optional unless named). Nested `state_dict` containers are resolved. FILE's own
+    /// classifier (under `weight`/`bias`), if any, is replaced.
+    #[arg(long, value_name = "CKPT")]
+    pub classifier_from: Option<PathBuf>,
     #[command(flatten)]
     pub convention: ConventionArgs,
 }
@@ -58,7 +68,10 @@ pub fn run(args: Args) -> Result<()> {
         means_from: args.means_from.clone(),
         convention,
     };
-    let metrics = request.run().map_err(user_error)?;
+    let metrics = match &args.classifier_from {
+        None => request.run().map_err(user_error)?,
+        Some(ckpt) => with_classifier_from(&request, ckpt, args.bias_key.is_some())?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
     } else {
@@ -68,6 +81,51 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The metrics of the request's features with the classifier of the checkpoint `ckpt`.
+fn with_classifier_from(
+    request: &AnalysisRequest,
+    ckpt: &Path,
+    bias_named: bool,
+) -> Result<NcMetrics> {
+    // FILE is read with its classifier under the default names, which the checkpoint's
+    // replaces; the request's weight and bias names are the checkpoint's.
+    let file_keys = FeatureKeys {
+        features: request.keys.features.clone(),
+        labels: request.keys.labels.clone(),
+        ..FeatureKeys::default()
+    };
+    let mut set = load_feature_file(&request.file, &file_keys)?;
+    let bias_key = if bias_named {
+        request.keys.bias.clone()
+    } else {
+        match request.keys.weight.strip_suffix(".weight") {
+            Some(layer) => format!("{layer}.bias"),
+            None => request.keys.bias.clone(),
+        }
+    };
+    let classifier = load_classifier(
+        ckpt,
+        &request.keys.weight,
+        &bias_key,
+        bias_named,
+        Some(set.dim),
+    )?;
+    set.weight = Some(classifier.weight);
+    set.num_classes_weight = Some(classifier.num_classes);
+    set.bias = classifier.bias;
+    let reference = match &request.means_from {
+        Some(path) => Some(
+            class_means_of(
+                &load_feature_file(path, &file_keys)?,
+                num_classes(&set).map_err(user_error)?,
+            )
+            .map_err(user_error)?,
+        ),
+        None => None,
+    };
+    analyze(&set, reference.as_ref(), &request.convention).map_err(user_error)
 }
 
 /// A readable table: value and what the number means.
