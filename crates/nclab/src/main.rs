@@ -32,7 +32,7 @@ fn parse_memory(text: &str) -> Result<u64, String> {
 enum Command {
     /// The main job: the paper's experiment at a preset scale (default: ~15 min on a laptop CPU).
     Reproduce(cmd::reproduce::Args),
-    /// Compute every neural-collapse metric of a feature file (.npz, .safetensors or a directory of .npy).
+    /// Compute every neural-collapse metric of a feature file (.npz, .safetensors, .pt/.pth or a directory of .npy).
     Analyze(cmd::analyze::Args),
     /// Solve the unconstrained feature model for one loss and check it against the closed-form optimum.
     Ufm(cmd::ufm::Args),
