@@ -109,8 +109,8 @@ def ref(out: Path) -> dict:
             block = mu_sq[a : a + 256, None] + mu_sq[None, :] - 2 * mu[a : a + 256] @ mu.T
             rows = np.arange(a, min(a + 256, k))[:, None]
             cols = np.arange(k)[None, :]
-            mask = cols > rows
-            terms.append(((var[rows] + var[cols]) / (2 * block))[mask])
+            mask = cols > rows  # pairs k < l only (the diagonal of the block is 0)
+            terms.append((var[rows] + var[cols])[mask] / (2 * block[mask]))
         cdnv = float(np.concatenate(terms).mean())
     else:
         cdnv = float(np.mean((var[upper[0]] + var[upper[1]]) / (2 * dist)))
