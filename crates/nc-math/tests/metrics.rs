@@ -260,6 +260,7 @@ fn brute_force(
         gnc2_log_w: None,
         gnc2_riesz_w: None,
         gnc3: None,
+        gnc2_margin_w: None,
     };
     if let Some(clf) = clf {
         let w = Mat::from_fn(k, d, |a, i| clf.weight()[a * d + i]);
@@ -303,8 +304,87 @@ fn brute_force(
             dot / (wn * mn)
         };
         metrics.gnc3 = Some((0..k).map(|c| 1.0 - cosine(c)).sum::<f64>() / k as f64);
+        metrics.gnc2_margin_w = Some(one_vs_rest_margin(&wc));
     }
     (metrics, rank)
+}
+
+/// min_k dist(x_k, conv{x_j : j != k}) for the normalised rows x_k of `rows`, by
+/// enumerating every subset of the other rows: the nearest point of a polytope is the
+/// affine minimiser of the vertices of the face it lies in, with nonnegative weights, so
+/// the smallest such minimiser over the subsets whose weights are nonnegative is the
+/// distance (subsets of more than d + 1 points are affinely dependent and skipped).
+fn one_vs_rest_margin(rows: &Mat<f64>) -> f64 {
+    let (k, d) = (rows.nrows(), rows.ncols());
+    let unit: Vec<Vec<f64>> = (0..k)
+        .map(|c| {
+            let norm = (0..d).map(|i| rows[(c, i)].powi(2)).sum::<f64>().sqrt();
+            (0..d).map(|i| rows[(c, i)] / norm).collect()
+        })
+        .collect();
+    let mut best = f64::INFINITY;
+    for own in 0..k {
+        let others: Vec<usize> = (0..k).filter(|&j| j != own).collect();
+        for mask in 1u32..(1 << others.len()) {
+            let points: Vec<Vec<f64>> = (0..others.len())
+                .filter(|&i| mask & (1 << i) != 0)
+                .map(|i| (0..d).map(|t| unit[own][t] - unit[others[i]][t]).collect())
+                .collect();
+            let n = points.len();
+            if n > d + 1 {
+                continue;
+            }
+            // [[P^T P, 1], [1^T, 0]] [a; mu] = [0; 1].
+            let mut system = vec![vec![0.0; n + 2]; n + 1];
+            for i in 0..n {
+                for j in 0..n {
+                    system[i][j] = (0..d).map(|t| points[i][t] * points[j][t]).sum();
+                }
+                system[i][n] = 1.0;
+                system[n][i] = 1.0;
+            }
+            system[n][n + 1] = 1.0;
+            let Some(weights) = solve_augmented(system) else {
+                continue;
+            };
+            if weights[..n].iter().any(|&a| a < -1e-12) {
+                continue;
+            }
+            let norm_sq: f64 = (0..d)
+                .map(|t| {
+                    (0..n)
+                        .map(|i| weights[i] * points[i][t])
+                        .sum::<f64>()
+                        .powi(2)
+                })
+                .sum();
+            best = best.min(norm_sq.sqrt());
+        }
+    }
+    best
+}
+
+/// Gauss-Jordan elimination with partial pivoting on an n x (n + 1) augmented matrix; None
+/// when it is singular.
+fn solve_augmented(mut m: Vec<Vec<f64>>) -> Option<Vec<f64>> {
+    let n = m.len();
+    for c in 0..n {
+        let pivot = (c..n).max_by(|&a, &b| m[a][c].abs().total_cmp(&m[b][c].abs()))?;
+        if m[pivot][c].abs() < 1e-12 {
+            return None;
+        }
+        m.swap(c, pivot);
+        let pivot_row = m[c].clone();
+        for (r, row) in m.iter_mut().enumerate() {
+            if r != c {
+                let f = row[c] / pivot_row[c];
+                for (x, y) in row[c..].iter_mut().zip(&pivot_row[c..]) {
+                    *x -= f * y;
+                }
+            }
+        }
+    }
+    Some((0..n).map(|r| m[r][n] / m[r][r]).collect())
 }
 
 fn assert_close(a: f64, b: f64, tol: f64, what: &str) {
@@ -335,6 +415,7 @@ fn assert_metrics_close(a: &NcMetrics, b: &NcMetrics, tol: f64) {
     opt(a.gnc2_log_w, b.gnc2_log_w, "gnc2_log_w");
     opt(a.gnc2_riesz_w, b.gnc2_riesz_w, "gnc2_riesz_w");
     opt(a.gnc3, b.gnc3, "gnc3");
+    opt(a.gnc2_margin_w, b.gnc2_margin_w, "gnc2_margin_w");
     assert_close(a.ncc_accuracy, b.ncc_accuracy, tol, "ncc_accuracy");
     assert_close(a.equinorm_h, b.equinorm_h, tol, "equinorm_h");
     assert_close(a.equiangle_h, b.equiangle_h, tol, "equiangle_h");
@@ -494,6 +575,14 @@ fn collapsed_simplex_etf_gives_zero_nc() {
             );
         }
         assert!(m.gnc3.unwrap().abs() < 1e-12, "gnc3 {label}: {:?}", m.gnc3);
+        // Each normalised row is K/(K-1) from the hull of the others (their centroid
+        // -x_k/(K-1)): the largest margin K unit vectors can have.
+        let margin = m.gnc2_margin_w.unwrap();
+        let expected = k as f64 / (k - 1) as f64;
+        assert!(
+            (margin - expected).abs() < 1e-10,
+            "gnc2_margin_w {label}: {margin}"
+        );
     }
 }
 
@@ -974,6 +1063,7 @@ fn split_columns_name_the_json_fields_they_hold() {
         gnc2_log_w: None,
         gnc2_riesz_w: None,
         gnc3: None,
+        gnc2_margin_w: None,
     };
     let json = serde_json::to_value(&m).unwrap();
     let values = m.split_column_values();

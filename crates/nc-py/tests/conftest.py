@@ -63,6 +63,33 @@ def _energies(vectors: np.ndarray) -> tuple:
     return float(np.mean(np.log(1 / np.array(r)))), float(np.mean(1 / np.array(r)))
 
 
+def _one_vs_rest_margin(rows: np.ndarray) -> float:
+    """min_k dist(x_k, conv{x_j : j != k}) for the normalised rows x_k, by enumerating the
+    faces: the nearest point is the affine minimiser of some subset of the other rows with
+    nonnegative weights (subsets of more than d + 1 points are affinely dependent)."""
+    unit = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    k, d = unit.shape
+    best = np.inf
+    for own in range(k):
+        others = [j for j in range(k) if j != own]
+        for size in range(1, min(len(others), d + 1) + 1):
+            for subset in itertools.combinations(others, size):
+                p = unit[own] - unit[list(subset)]
+                system = np.zeros((size + 1, size + 1))
+                system[:size, :size] = p @ p.T
+                system[:size, size] = system[size, :size] = 1.0
+                rhs = np.zeros(size + 1)
+                rhs[size] = 1.0
+                try:
+                    weights = np.linalg.solve(system, rhs)[:size]
+                except np.linalg.LinAlgError:
+                    continue
+                if np.linalg.cond(system) > 1e12 or weights.min() < -1e-12:
+                    continue
+                best = min(best, float(np.linalg.norm(weights @ p)))
+    return best
+
+
 def brute_force(h, y, k, weight=None, bias=None, reference=None) -> dict:
     """docs/metrics.md the slow, obvious way: dense d x d Sigma_W and Sigma_B, the
     pseudo-inverse from the SVD of the centred means M with singular values above 1e-8 of
@@ -109,7 +136,7 @@ def brute_force(h, y, k, weight=None, bias=None, reference=None) -> dict:
     if weight is None:
         out.update(dict.fromkeys(
             ["nc2", "nc3", "nc4", "bias_relation", "accuracy", "equinorm_w", "equiangle_w",
-             "gnc2_log_w", "gnc2_riesz_w", "gnc3"]
+             "gnc2_log_w", "gnc2_riesz_w", "gnc3", "gnc2_margin_w"]
         ))  # fmt: skip
         return out
     w = np.asarray(weight, dtype=np.float64)
@@ -128,6 +155,7 @@ def brute_force(h, y, k, weight=None, bias=None, reference=None) -> dict:
         gnc2_riesz_w=_energies(wc)[1],
         gnc3=float(np.mean(1 - np.sum(wc * m.T, axis=1)
                            / (np.linalg.norm(wc, axis=1) * np.linalg.norm(m.T, axis=1)))),
+        gnc2_margin_w=_one_vs_rest_margin(wc),
     )
     return out
 

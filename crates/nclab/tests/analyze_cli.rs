@@ -113,7 +113,7 @@ fn json_has_exactly_the_spec_keys() {
         keys.sort();
         // The documented keys (docs/metrics.md), alphabetically.
         let expected = "accuracy bias_relation cdnv convention dim equiangle_h equiangle_w \
-                        equinorm_h equinorm_w gnc2_log_h gnc2_log_w gnc2_riesz_h gnc2_riesz_w \
+                        equinorm_h equinorm_w gnc2_log_h gnc2_log_w gnc2_margin_w gnc2_riesz_h gnc2_riesz_w \
                         gnc3 nc1 nc1_trace_ratio nc2 nc2_means nc3 nc4 ncc_accuracy \
                         num_classes num_samples sigma_b_rank";
         assert_eq!(keys.join(" "), expected);

@@ -79,7 +79,8 @@ switch! {
 }
 
 switch! {
-    /// The classifier rows of `nc2`, `nc3`, `equinorm_w` and `equiangle_w`.
+    /// The classifier rows of `nc2`, `nc3`, `equinorm_w`, `equiangle_w`, `gnc2_log_w`,
+    /// `gnc2_riesz_w`, `gnc3` and `gnc2_margin_w`.
     WeightCentring {
         Centred = "centred": "W minus its mean row",
         Raw = "raw": "W as given",

@@ -277,6 +277,8 @@ pub(super) struct ClassifierMetrics {
     pub(super) gnc2_riesz_w: f64,
     /// The mean over classes of 1 - cos(w_k, mu_k - mu_G).
     pub(super) gnc3: f64,
+    /// min_k dist(x_k, conv{x_j : j != k}) for the normalised rows x_k.
+    pub(super) gnc2_margin_w: f64,
 }
 
 /// Every metric that needs no sample, and what `cdnv` needs of the class means.
@@ -340,6 +342,7 @@ impl ClassLevel {
                 gnc2_log_w: gram_w.log_energy,
                 gnc2_riesz_w: gram_w.riesz_energy,
                 gnc3,
+                gnc2_margin_w: super::margin::one_vs_rest_margin(w.transpose()),
             }
         });
         Self {

@@ -23,6 +23,7 @@
 //! | `gnc2_log_h`, `gnc2_riesz_h` | mean over pairs k < l of log(1 / \|\|x_k - x_l\|\|) and of \|\|x_k - x_l\|\|^-1, x_k the normalised columns of M |
 //! | `gnc2_log_w`, `gnc2_riesz_w` | the same for the normalised rows of Wc |
 //! | `gnc3` | mean over classes of 1 - cos(wc_k, mu_k - mu_G) |
+//! | `gnc2_margin_w` | min_k max_{\|\|h\|\|=1} min_{j != k} (x_k - x_j).h = min_k dist(x_k, conv{x_j : j != k}), x_k the normalised rows of Wc |
 //!
 //! Ties in argmax/argmin go to the lowest class index (numpy's convention).
 //!
@@ -62,6 +63,7 @@
 //! | `batch.rs` | the checks and parallel blocks of a batch, shared by both phases |
 //! | `means.rs` | phase 1: [`MeanAccumulator`], [`ClassMeans`] |
 //! | `geometry.rs` | class-level geometry: truncated SVD basis, simplex distances, equinorm, equiangle |
+//! | `margin.rs` | the one-vs-rest margin of the classifier rows (Wolfe's minimum-norm point, pruned by Gram bounds) |
 //! | `plan.rs` | [`MetricsPlan`] and the NCC geometry |
 //! | `decisions.rs` | the classifier's certified decision routes and their rounding bounds |
 //! | `scatter.rs` | phase 2: [`ScatterAccumulator`], [`ScatterState`] |
@@ -75,6 +77,7 @@ mod decisions;
 mod element;
 mod exact_f64;
 mod geometry;
+mod margin;
 mod means;
 mod plan;
 mod scatter;
@@ -138,6 +141,10 @@ pub struct NcMetrics {
     /// Mean over classes of 1 - cos(w_k, mu_k - mu_G).
     #[serde(default)]
     pub gnc3: Option<f64>,
+    /// Minimum over classes of the one-vs-rest margin of the normalised classifier rows,
+    /// min_k dist(x_k, conv{x_j : j != k}) (Jiang et al. 2023's GNC2).
+    #[serde(default)]
+    pub gnc2_margin_w: Option<f64>,
 }
 
 impl NcMetrics {

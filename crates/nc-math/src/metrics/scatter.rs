@@ -654,6 +654,7 @@ impl ScatterAccumulator {
             gnc2_log_w: clf.map(|c| c.gnc2_log_w),
             gnc2_riesz_w: clf.map(|c| c.gnc2_riesz_w),
             gnc3: clf.map(|c| c.gnc3),
+            gnc2_margin_w: clf.map(|c| c.gnc2_margin_w),
             num_samples: n,
             num_classes: k,
             dim: plan.dim,

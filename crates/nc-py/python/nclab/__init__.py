@@ -39,6 +39,7 @@ METRIC_KEYS = (
     "equinorm_w", "equinorm_h", "equiangle_w", "equiangle_h", "nc2_means", "cdnv",
     "num_samples", "num_classes", "dim", "sigma_b_rank", "convention",
     "nc1_trace_ratio", "gnc2_log_h", "gnc2_riesz_h", "gnc2_log_w", "gnc2_riesz_w", "gnc3",
+    "gnc2_margin_w",
 )  # fmt: skip
 #: Relative cutoff on the singular values of the centred class means (docs/metrics.md).
 RANK_CUTOFF: float = _core.RANK_CUTOFF

@@ -215,6 +215,11 @@ fn table(file: &Path, means_from: Option<&Path>, m: &NcMetrics) -> String {
             "mean 1/||x_k - x_l||, normalised W rows",
         ),
         ("gnc3", opt(m.gnc3), "mean 1 - cos(w_k, mu_k - mu_G)"),
+        (
+            "gnc2_margin_w",
+            opt(m.gnc2_margin_w),
+            "min_k distance of x_k to the hull of the other rows",
+        ),
     ];
     let mut out = format!(
         "{}: N = {}, K = {}, d = {}, rank(Sigma_B) = {}{}\n",
