@@ -1,9 +1,11 @@
 //! Feature equivalence between finished runs: Procrustes distances of class means and
 //! classifiers, linear CKA of the training features, test-prediction agreement and per-class
-//! accuracy gaps, as matrices over all pairs (docs/metrics.md, "Comparing runs").
+//! accuracy gaps, as matrices over all pairs (docs/metrics.md, "Comparing runs"); for runs
+//! that watched layers (`nclab train --nc-layers`), the class-mean Procrustes distance and the
+//! CKA at every layer they all watched.
 
 use crate::error::{Error, Result};
-use crate::run_dir::{final_tensors, recorded_convention, RunDir};
+use crate::run_dir::{final_tensors, recorded_convention, watched_layers, LayerInfo, RunDir};
 use nc_data::features::{load_feature_file, FeatureKeys, FeatureSet};
 use nc_data::safetensors::read_safetensors;
 use nc_data::NpyArray;
@@ -31,6 +33,30 @@ struct RunData {
     data: Option<serde_json::Value>,
     /// The metric convention of its config.json (`nclab` when it names none).
     convention: serde_json::Value,
+    /// The watched layers with their trained and untrained training class means.
+    layers: Vec<RunLayer>,
+}
+
+struct RunLayer {
+    info: LayerInfo,
+    train_means: (Vec<f64>, usize),
+    initial_means: Option<(Vec<f64>, usize)>,
+}
+
+/// One layer's comparison over all pairs, for a layer every run watched (same index, same
+/// name).
+#[derive(Debug, Serialize)]
+pub struct LayerComparison {
+    /// The layer's 1-based index (1 nearest the input) and name (`hidden2`, `stage3`).
+    pub index: usize,
+    pub name: String,
+    /// As [`Comparison::means_procrustes`], with this layer's training class means.
+    pub means_procrustes: Vec<Vec<Option<f64>>>,
+    /// As [`Comparison::train_cka`], with this layer's features (`layer{i}_features` of
+    /// features_train.npz; null where a run saved no features).
+    pub train_cka: Vec<Vec<Option<f64>>>,
+    /// Each run's trained class means at this layer against its untrained (epoch-0) ones.
+    pub untrained_means_procrustes: Vec<Option<f64>>,
 }
 
 /// The comparison of every pair, as square matrices in `runs` order (null where a quantity
@@ -52,6 +78,9 @@ pub struct Comparison {
     /// means and those of the same network at initialisation (epoch 0), when the run saved
     /// them (`initial_train_class_means`).
     pub untrained_means_procrustes: Option<Vec<Option<f64>>>,
+    /// Per watched layer, from the input to the last (empty unless every run watched layers
+    /// and they share some).
+    pub layers: Vec<LayerComparison>,
     /// Things a reader of the numbers should know (runs trained on different data, ...);
     /// not part of compare.json.
     #[serde(skip)]
@@ -117,6 +146,26 @@ fn load_run(dir: &Path) -> Result<RunData> {
     let config = std::fs::read_to_string(layout.config())
         .ok()
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok());
+    let layers = config
+        .as_ref()
+        .map(watched_layers)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|info| -> Result<RunLayer> {
+            let key = final_tensors::layer_train_class_means(info.index);
+            let train_means = matrix(get(&key)?, &path, &key)?;
+            let initial_key = final_tensors::layer_initial_train_class_means(info.index);
+            let initial_means = tensors
+                .get(&initial_key)
+                .map(|m| matrix(m, &path, &initial_key))
+                .transpose()?;
+            Ok(RunLayer {
+                info,
+                train_means,
+                initial_means,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     Ok(RunData {
         label: dir.file_name().map_or_else(
             || dir.display().to_string(),
@@ -131,7 +180,103 @@ fn load_run(dir: &Path) -> Result<RunData> {
         test_features: features("test")?,
         data: config.as_ref().and_then(|c| c.get("data").cloned()),
         convention: recorded_convention(config.as_ref().unwrap_or(&serde_json::Value::Null)),
+        layers,
     })
+}
+
+/// The training features of `layer` of a run that saved features (`layer{i}_features`).
+fn layer_features(run: &RunData, layer: &LayerInfo) -> Result<Option<FeatureSet>> {
+    let path = RunDir::at(&run.dir).features("train");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let keys = FeatureKeys {
+        features: final_tensors::layer_features(layer.index),
+        ..FeatureKeys::default()
+    };
+    Ok(Some(load_feature_file(&path, &keys)?))
+}
+
+/// CKA of two feature sets matched sample by sample through their `indices`.
+fn matched_cka(fa: &FeatureSet, fb: &FeatureSet) -> Result<nc_math::Result<f64>> {
+    let pairs = matched_rows(fa, fb)?;
+    let xa = gather(fa, pairs.iter().map(|p| p.0));
+    let xb = gather(fb, pairs.iter().map(|p| p.1));
+    Ok(linear_cka(&xa, fa.dim, &xb, fb.dim))
+}
+
+/// The layers every run watched (same index and name), in the first run's order.
+fn shared_layers(runs: &[RunData]) -> Vec<LayerInfo> {
+    runs[0]
+        .layers
+        .iter()
+        .map(|l| &l.info)
+        .filter(|info| {
+            runs.iter().all(|r| {
+                r.layers
+                    .iter()
+                    .any(|l| l.info.index == info.index && l.info.name == info.name)
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+fn compare_layer(runs: &[RunData], info: &LayerInfo) -> Result<LayerComparison> {
+    let n = runs.len();
+    fn at(r: &RunData, index: usize) -> &RunLayer {
+        r.layers
+            .iter()
+            .find(|l| l.info.index == index)
+            .expect("a shared layer")
+    }
+    let features: Vec<Option<FeatureSet>> = runs
+        .iter()
+        .map(|r| layer_features(r, info))
+        .collect::<Result<_>>()?;
+    let untrained = runs
+        .iter()
+        .map(|r| {
+            let l = at(r, info.index);
+            l.initial_means
+                .as_ref()
+                .map(|(m, d)| procrustes_distance(m, *d, &l.train_means.0, l.train_means.1))
+                .transpose()
+        })
+        .collect::<nc_math::Result<Vec<_>>>()?;
+    let mut out = LayerComparison {
+        index: info.index,
+        name: info.name.clone(),
+        means_procrustes: vec![vec![None; n]; n],
+        train_cka: vec![vec![None; n]; n],
+        untrained_means_procrustes: untrained,
+    };
+    for i in 0..n {
+        for j in i..n {
+            let context = |source| Error::Comparing {
+                a: runs[i].dir.clone(),
+                b: runs[j].dir.clone(),
+                source,
+            };
+            let (ma, mb) = (
+                &at(&runs[i], info.index).train_means,
+                &at(&runs[j], info.index).train_means,
+            );
+            let mp = procrustes_distance(&ma.0, ma.1, &mb.0, mb.1).map_err(context)?;
+            let cka = match (&features[i], &features[j]) {
+                (Some(fa), Some(fb)) => Some(matched_cka(fa, fb)?.map_err(context)?),
+                _ => None,
+            };
+            for (m, v) in [
+                (&mut out.means_procrustes, Some(mp)),
+                (&mut out.train_cka, cka),
+            ] {
+                m[i][j] = v;
+                m[j][i] = v;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Rows of `a` and `b` paired by their `indices` (rows without a partner are dropped).
@@ -238,6 +383,7 @@ pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
         test_prediction_agreement: vec![vec![None; n]; n],
         per_class_accuracy_gap: vec![vec![None; n]; n],
         untrained_means_procrustes: None,
+        layers: vec![],
         warnings,
     };
     if runs.iter().any(|r| r.initial_means.is_some()) {
@@ -271,12 +417,7 @@ pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
             let cp = procrustes_distance(wa.weight(), wa.dim(), wb.weight(), wb.dim())
                 .map_err(context)?;
             let cka = match (&a.train_features, &b.train_features) {
-                (Some(fa), Some(fb)) => {
-                    let pairs = matched_rows(fa, fb)?;
-                    let xa = gather(fa, pairs.iter().map(|p| p.0));
-                    let xb = gather(fb, pairs.iter().map(|p| p.1));
-                    Some(linear_cka(&xa, fa.dim, &xb, fb.dim).map_err(context)?)
-                }
+                (Some(fa), Some(fb)) => Some(matched_cka(fa, fb)?.map_err(context)?),
                 _ => None,
             };
             let (agreement, gap) = match (
@@ -319,7 +460,22 @@ pub fn compare_runs(dirs: &[PathBuf]) -> Result<Comparison> {
             }
         }
     }
+    out.layers = shared_layers(&runs)
+        .iter()
+        .map(|info| compare_layer(&runs, info))
+        .collect::<Result<_>>()?;
     Ok(out)
+}
+
+/// The mean of a symmetric matrix's entries above the diagonal (the distinct pairs) that are
+/// present; None when there are none.
+pub fn mean_over_pairs(m: &[Vec<Option<f64>>]) -> Option<f64> {
+    let values: Vec<f64> = m
+        .iter()
+        .enumerate()
+        .flat_map(|(i, row)| row.iter().skip(i + 1).flatten().copied())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 /// A plain-text matrix of one quantity over all pairs, 4 decimals, `n/a` where missing.
@@ -381,6 +537,85 @@ impl Comparison {
             }
         }
         nc_data::io::write_atomic_bytes(&out.join("compare.csv"), csv.as_bytes())?;
+        if !self.layers.is_empty() {
+            nc_data::io::write_atomic_bytes(
+                &out.join("compare_layers.csv"),
+                self.layers_csv().as_bytes(),
+            )?;
+        }
         Ok(())
+    }
+
+    /// `compare_layers.csv`: one row per layer and ordered pair of runs.
+    pub fn layers_csv(&self) -> String {
+        let mut csv = String::from("layer,name,run_a,run_b,means_procrustes,train_cka\n");
+        let cell = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        for l in &self.layers {
+            for (i, a) in self.runs.iter().enumerate() {
+                for (j, b) in self.runs.iter().enumerate() {
+                    let _ = writeln!(
+                        csv,
+                        "{},{},{a},{b},{},{}",
+                        l.index,
+                        l.name,
+                        cell(l.means_procrustes[i][j]),
+                        cell(l.train_cka[i][j])
+                    );
+                }
+            }
+        }
+        csv
+    }
+
+    /// A Markdown section on how far apart the runs are at each watched layer (means over
+    /// the distinct pairs), with the layer where they differ most; empty without layers.
+    pub fn depth_markdown(&self) -> String {
+        if self.layers.is_empty() {
+            return String::new();
+        }
+        let mut md = String::from(
+            "## Through depth: how far apart the runs are at each layer\n\n\
+             Means over the distinct pairs of runs (docs/metrics.md, \"Comparing runs\"): the \
+             class-mean Procrustes distance (0 = the same geometry up to rotation and scale) and \
+             the linear CKA of the training features (1 = the same up to rotation and scale; \
+             needs --save-features), beside each run's distance from its own untrained network \
+             at that layer (mean over runs).\n\n\
+             | layer | class-mean Procrustes | CKA | untrained baseline |\n|---|---|---|---|\n",
+        );
+        let fmt = |v: Option<f64>| v.map_or("n/a".into(), |x| format!("{x:.4}"));
+        let mut by_layer = Vec::new();
+        for l in &self.layers {
+            let distance = mean_over_pairs(&l.means_procrustes);
+            let present: Vec<f64> = l
+                .untrained_means_procrustes
+                .iter()
+                .flatten()
+                .copied()
+                .collect();
+            let baseline =
+                (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64);
+            let _ = writeln!(
+                md,
+                "| {} ({}) | {} | {} | {} |",
+                l.index,
+                l.name,
+                fmt(distance),
+                fmt(mean_over_pairs(&l.train_cka)),
+                fmt(baseline)
+            );
+            if let Some(d) = distance {
+                by_layer.push((l, d));
+            }
+        }
+        let most = by_layer.iter().max_by(|a, b| a.1.total_cmp(&b.1));
+        let least = by_layer.iter().min_by(|a, b| a.1.total_cmp(&b.1));
+        if let (Some(most), Some(least), Some(last)) = (most, least, by_layer.last()) {
+            let _ = writeln!(
+                md,
+                "\nThe runs' class means differ most at layer {} ({}, {:.4}) and least at layer {} ({}, {:.4}); at the last watched layer ({}) the distance is {:.4}.",
+                most.0.index, most.0.name, most.1, least.0.index, least.0.name, least.1, last.0.name, last.1
+            );
+        }
+        md
     }
 }

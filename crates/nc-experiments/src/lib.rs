@@ -5,7 +5,8 @@
 //! - [`runs`]: reading run directories back (typed), and scanning a folder of runs.
 //! - [`sweep`]: the loss x width x epochs x seed grid, its cells and their state.
 //! - [`aggregate`]: what a report shows: cells over seeds, curves, findings, tables.
-//! - [`comparison`]: feature equivalence between runs.
+//! - [`depth`]: neural collapse through depth (runs watching layers) in reports.
+//! - [`comparison`]: feature equivalence between runs, per watched layer as well.
 //! - [`presets`]: the plans of `nclab reproduce`.
 //! - [`analysis`]: the path from a feature file to every NC metric.
 //!
@@ -14,6 +15,7 @@
 pub mod aggregate;
 pub mod analysis;
 pub mod comparison;
+pub mod depth;
 pub mod error;
 pub mod presets;
 pub mod run_dir;

@@ -92,6 +92,9 @@ impl Plan {
                     "--per-class".into(),
                     MNIST_PER_CLASS.to_string(),
                     "--save-features".into(),
+                    // Every hidden layer, so the report and the comparison show depth.
+                    "--nc-layers".into(),
+                    "all".into(),
                 ]);
                 train_args.extend(["--device".into(), device.to_string()]);
                 Plan {
@@ -179,6 +182,15 @@ mod tests {
         let cells = plan.grid.cells().unwrap();
         assert_eq!(cells.len(), 8);
         assert_eq!(plan.total_steps(&cells), 8 * 400 * 10);
+        let watches = plan
+            .train_args
+            .windows(2)
+            .any(|w| w == ["--nc-layers", "all"]);
+        assert!(
+            watches,
+            "the default job watches every layer: {:?}",
+            plan.train_args
+        );
         let compared: Vec<String> = plan
             .comparison_cells(&cells)
             .iter()

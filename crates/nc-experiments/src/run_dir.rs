@@ -4,14 +4,16 @@
 //! ```text
 //! DIR/config.json          every setting (TrainConfig), the nclab version, the seed
 //! DIR/metrics.jsonl        one JSON object per evaluation (epoch 0 = initialisation)
-//! DIR/metrics.csv          the same rows as CSV, columns in METRIC_COLUMNS order
+//! DIR/metrics.csv          the same rows as CSV, columns in METRIC_COLUMNS order, then the
+//!                          depth columns of the watched layers (`--nc-layers`)
 //! DIR/summary.json         best epoch, its validation accuracy, the test accuracy of the
 //!                          best-validation checkpoint, final train/test accuracy
 //! DIR/checkpoints/state.json   resume state (last completed epoch, best so far)
 //! DIR/checkpoints/last/    model-eN.bpk, optim-eN.bpk of the last completed epoch N
 //! DIR/checkpoints/best/    model.bpk of the best validation accuracy
 //! DIR/final.safetensors    weight (K x d), bias (K), train_class_means, test_class_means (K x d),
-//!                          initial_train_class_means (the untrained network's, K x d)
+//!                          initial_train_class_means (the untrained network's, K x d),
+//!                          layer{i}_train_class_means (K x d_i) of every watched layer i
 //! DIR/features_{train,test}.npz   with --save-features
 //! ```
 use std::path::{Path, PathBuf};
@@ -94,6 +96,58 @@ pub mod final_tensors {
     pub const TEST_CLASS_MEANS: &str = "test_class_means";
     /// Class means of the untrained network's training features (epoch 0), K x d.
     pub const INITIAL_TRAIN_CLASS_MEANS: &str = "initial_train_class_means";
+
+    /// Class means of the trained network's training features at watched layer `i`
+    /// (`--nc-layers`), K x d_i; the last layer's equal [`TRAIN_CLASS_MEANS`].
+    pub fn layer_train_class_means(i: usize) -> String {
+        format!("layer{i}_train_class_means")
+    }
+
+    /// Class means of the untrained network's training features at watched layer `i`.
+    pub fn layer_initial_train_class_means(i: usize) -> String {
+        format!("layer{i}_initial_train_class_means")
+    }
+
+    /// The features of watched layer `i` in `features_{train,test}.npz` (N x d_i, float32);
+    /// the last layer's equal `features`.
+    pub fn layer_features(i: usize) -> String {
+        format!("layer{i}_features")
+    }
+}
+
+/// A layer whose features are measured at every evaluation (`nclab train --nc-layers`):
+/// its 1-based index in the backbone, its name (`hidden2`, `stage3`) and its dimension.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerInfo {
+    pub index: usize,
+    pub name: String,
+    pub dim: usize,
+}
+
+/// The metrics recorded per watched layer and split: those that need no classifier, as
+/// `<split>_layer<i>_<metric>` columns.
+pub const LAYER_METRIC_COLUMNS: [&str; 7] = [
+    "nc1",
+    "nc2_means",
+    "equinorm_h",
+    "equiangle_h",
+    "cdnv",
+    "ncc_accuracy",
+    "nc1_trace_ratio",
+];
+
+/// The column of `metric` at layer `layer` on `split`: `train_layer2_nc1`.
+pub fn layer_column(split: &str, layer: usize, metric: &str) -> String {
+    format!("{split}_layer{layer}_{metric}")
+}
+
+/// The watched layers a run's config.json records (none for runs that watch the last layer
+/// only, and for runs written before layers could be watched).
+pub fn watched_layers(config: &serde_json::Value) -> Vec<LayerInfo> {
+    config
+        .get("watched_layers")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
 }
 
 /// Paths inside a run directory.
@@ -264,6 +318,23 @@ pub fn csv_columns() -> Vec<String> {
     cols
 }
 
+/// The CSV columns of a run watching `layers` (1-based indices): [`csv_columns`], then for
+/// the training split and then the test split, every layer's [`LAYER_METRIC_COLUMNS`].
+/// Without layers, exactly [`csv_columns`].
+pub fn csv_columns_with_layers(layers: &[usize]) -> Vec<String> {
+    let mut cols = csv_columns();
+    for split in ["train", "test"] {
+        for &i in layers {
+            cols.extend(
+                LAYER_METRIC_COLUMNS
+                    .iter()
+                    .map(|m| layer_column(split, i, m)),
+            );
+        }
+    }
+    cols
+}
+
 /// One evaluation row: ordered (column, value) pairs; `None` and non-finite are null/empty.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricsRow {
@@ -302,10 +373,16 @@ impl MetricsRow {
     }
     /// Parses a line written by [`to_json_line`](Self::to_json_line).
     pub fn from_json_line(line: &str) -> Option<Self> {
+        Self::from_json_line_with(line, &csv_columns())
+    }
+    /// Parses a line of a run whose columns are `columns` (keys not among them are dropped,
+    /// columns the line lacks are null).
+    pub fn from_json_line_with(line: &str, columns: &[String]) -> Option<Self> {
         let v: serde_json::Value = serde_json::from_str(line).ok()?;
         let obj = v.as_object()?;
-        let values = csv_columns()
-            .into_iter()
+        let values = columns
+            .iter()
+            .cloned()
             .map(|c| {
                 let x = obj.get(&c).and_then(|x| x.as_f64());
                 (c, x)
@@ -348,10 +425,19 @@ fn fmt_json(k: &str, v: Option<f64>) -> String {
     }
 }
 
-/// Writes metrics.jsonl and metrics.csv (both atomically) from all rows so far.
+/// Writes metrics.jsonl and metrics.csv (both atomically) from all rows so far. The CSV
+/// header is the first row's columns ([`csv_columns`] when there is none).
 pub fn write_metrics(dir: &RunDir, rows: &[MetricsRow]) -> Result<()> {
     let mut jl = String::new();
-    let mut csv = csv_columns().join(",");
+    let mut csv = match rows.first() {
+        Some(r) => r
+            .values
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        None => csv_columns().join(","),
+    };
     csv.push('\n');
     for r in rows {
         jl.push_str(&r.to_json_line());
@@ -372,6 +458,13 @@ pub fn read_metrics(dir: &RunDir) -> Result<Vec<MetricsRow>> {
     let s = std::fs::read_to_string(&p).map_err(|e| Error::io(&p, e))?;
     let cp = dir.metrics_csv();
     let csv = std::fs::read_to_string(&cp).map_err(|e| Error::io(&cp, e))?;
+    // The columns are the CSV header's (a run watching layers has more than csv_columns()).
+    let columns: Vec<String> = match csv.lines().next() {
+        Some(header) if !header.trim().is_empty() => {
+            header.split(',').map(str::to_string).collect()
+        }
+        _ => csv_columns(),
+    };
     let csv_lines: Vec<&str> = csv.lines().skip(1).collect();
     let json_lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
     // Both files are rewritten whole, metrics.jsonl first: a writer killed between the two
@@ -389,7 +482,7 @@ pub fn read_metrics(dir: &RunDir) -> Result<Vec<MetricsRow>> {
         .iter()
         .zip(csv_lines)
         .map(|(l, &c)| {
-            let mut r = MetricsRow::from_json_line(l)
+            let mut r = MetricsRow::from_json_line_with(l, &columns)
                 .ok_or_else(|| Error::invalid(&p, format!("bad line {l:?}")))?;
             r.raw = Some((l.to_string(), c.to_string()));
             Ok(r)
@@ -399,7 +492,10 @@ pub fn read_metrics(dir: &RunDir) -> Result<Vec<MetricsRow>> {
 
 /// Writes a safetensors file of f32 tensors (name, shape, row-major data) atomically, through
 /// nc-data's writer (the one `nclab analyze` reads back).
-pub fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) -> Result<()> {
+pub fn write_safetensors<S: AsRef<str>>(
+    path: &Path,
+    tensors: &[(S, Vec<usize>, Vec<f32>)],
+) -> Result<()> {
     let arrays: Vec<(&str, nc_data::ArrayView<'_>)> = tensors
         .iter()
         .map(|(name, shape, data)| {
@@ -407,7 +503,7 @@ pub fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) 
                 shape,
                 data: nc_data::ArraySlice::F32(data),
             };
-            (*name, view)
+            (name.as_ref(), view)
         })
         .collect();
     Ok(nc_data::safetensors::write_safetensors(path, &arrays)?)

@@ -7,7 +7,7 @@
 //! documented format, including hand-written ones.
 
 use crate::error::{Error, Result};
-use crate::run_dir::{recorded_convention, RunDir, Summary};
+use crate::run_dir::{recorded_convention, watched_layers, LayerInfo, RunDir, Summary};
 use nc_math::loss::Loss;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -55,6 +55,9 @@ pub struct Run {
     pub rows: Vec<BTreeMap<String, f64>>,
     /// `summary.json`; `None` for an unfinished run.
     pub summary: Option<Summary>,
+    /// The layers it measured at every evaluation (`--nc-layers`; none for `last`), whose
+    /// columns are `<split>_layer<i>_<metric>`.
+    pub layers: Vec<LayerInfo>,
 }
 
 impl Run {
@@ -99,6 +102,7 @@ pub fn read_run(dir: &Path) -> Result<Run> {
     let config_path = layout.config();
     let config = read_value(&config_path)?;
     let identity: RunIdentity = typed(config.clone(), &config_path)?;
+    let layers = watched_layers(&config);
     let mut fixed = config;
     if let Some(map) = fixed.as_object_mut() {
         for key in SWEPT_SETTINGS {
@@ -137,6 +141,7 @@ pub fn read_run(dir: &Path) -> Result<Run> {
         fixed_settings: fixed,
         rows,
         summary,
+        layers,
     })
 }
 

@@ -4,6 +4,7 @@ use std::ops::Deref;
 
 use crate::data::Augment;
 use crate::error::{Result, TrainError};
+use crate::layers::{LayerInfo, LayerSelection};
 use crate::loss::Loss;
 use crate::model::ModelSpec;
 use crate::optim::SgdSettings;
@@ -48,6 +49,15 @@ pub struct TrainConfig {
     /// runs written before conventions had names, which are all `nclab`.
     #[serde(default)]
     pub convention: nc_math::metrics::Convention,
+    /// The layers measured at every evaluation besides the penultimate features
+    /// (`--nc-layers`, [`crate::layers`]); left out of config.json when `last`, and `last`
+    /// for runs written before layers could be watched.
+    #[serde(default, skip_serializing_if = "LayerSelection::is_last")]
+    pub nc_layers: LayerSelection,
+    /// The layers `nc_layers` selects, with their names and dimensions (filled in by
+    /// [`TrainConfig::validate`]; empty for `last`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub watched_layers: Vec<LayerInfo>,
 }
 
 impl TrainConfig {
@@ -79,6 +89,8 @@ impl TrainConfig {
             device: "cpu".into(),
             eval_batch_size: paper::EVAL_BATCH_SIZE,
             convention: nc_math::metrics::Convention::NCLAB,
+            nc_layers: LayerSelection::Last,
+            watched_layers: vec![],
         }
     }
 
@@ -95,9 +107,16 @@ impl TrainConfig {
     /// Checks every setting that can be checked without the data (the input shape is checked
     /// against the model once the data are read) and returns the checked configuration.
     /// Errors are [`TrainError::Setting`] naming the field (`epochs`, `batch_size`, ...).
-    pub fn validate(self) -> Result<CheckedConfig> {
+    /// Fills in `watched_layers` from `nc_layers` and the model.
+    pub fn validate(mut self) -> Result<CheckedConfig> {
         self.check()?;
+        self.watched_layers = self.nc_layers.resolve(&self.model)?;
         Ok(CheckedConfig(self))
+    }
+
+    /// The index of the last watchable layer (the penultimate features).
+    pub fn last_layer(&self) -> usize {
+        self.model.layers().len()
     }
 
     fn check(&self) -> Result<()> {

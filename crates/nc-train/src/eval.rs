@@ -6,13 +6,19 @@
 //! (`MetricsPlan::accumulator`). When N x d floats fit in `memory_limit` bytes the features are
 //! kept in memory and both phases read them; otherwise the model runs twice over the data.
 //! No d x d matrix is formed anywhere.
+//!
+//! With watched layers (`nc_layers`), the same forward pass returns every watched layer's
+//! activations, and each feeds its own pair of accumulators (without a classifier; the test
+//! split's NCC rule uses that layer's training class means); the last layer is the
+//! penultimate features, whose metrics are the split's own.
 use burn::prelude::*;
 use nc_math::metrics::{
     ClassMeans, Classifier, Convention, MeanAccumulator, MetricsPlan, NcMetrics,
 };
 
 use crate::data::{make_batch, Normalization};
-use crate::error::Result;
+use crate::error::{Result, TrainError};
+use crate::layers::LayerInfo;
 use crate::loss::{batch_loss, one_hot, Loss};
 use crate::model::Net;
 use crate::source::Samples;
@@ -25,6 +31,24 @@ pub struct SplitEval {
     pub metrics: Option<NcMetrics>,
     pub means: Option<ClassMeans>,
     /// N x d features, kept when asked (for `save_features`).
+    pub features: Option<Vec<f32>>,
+    /// The watched layers' results, in the order of the request's layers (empty when the
+    /// split's metrics were not computed).
+    pub layers: Vec<LayerEval>,
+}
+
+/// The NC metrics of one watched layer on one split.
+#[derive(Clone, Debug)]
+pub struct LayerEval {
+    pub layer: LayerInfo,
+    /// The metrics engine's result on the layer's features without a classifier (its
+    /// classifier keys are None); for the last layer, the split's own metrics (the keys
+    /// that need no classifier are the same either way).
+    pub metrics: Option<NcMetrics>,
+    /// The layer's class means.
+    pub means: Option<ClassMeans>,
+    /// N x d_i features, kept when asked; None for the last layer, whose features are the
+    /// split's [`SplitEval::features`].
     pub features: Option<Vec<f32>>,
 }
 
@@ -55,6 +79,13 @@ pub struct EvalRequest<'a> {
     pub keep_features: bool,
     /// Bytes of features to hold in memory before switching to two passes.
     pub memory_limit: usize,
+    /// The watched layers (none: the penultimate features only); measured with the metrics.
+    pub layers: &'a [LayerInfo],
+    /// The index of the last layer (the penultimate features).
+    pub last_layer: usize,
+    /// The training split's layer results, whose class means the test split's NCC rule
+    /// uses at each layer (empty for the training split).
+    pub reference_layers: &'a [LayerEval],
 }
 
 /// Runs `model` (a validation copy: no autodiff) over the split.
@@ -68,6 +99,7 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
             metrics: None,
             means: None,
             features: None,
+            layers: vec![],
         });
     }
     let d = model.head.weight.val().dims()[0];
@@ -81,7 +113,15 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
         metrics: want_metrics,
         ..*req
     };
-    let in_memory = req.keep_features || n.saturating_mul(d).saturating_mul(4) <= req.memory_limit;
+    let layers: &[LayerInfo] = if req.metrics { req.layers } else { &[] };
+    let inner: Vec<&LayerInfo> = layers
+        .iter()
+        .filter(|l| l.index != req.last_layer)
+        .collect();
+    let inner_idx: Vec<usize> = inner.iter().map(|l| l.index).collect();
+    let row_floats = d + inner.iter().map(|l| l.dim).sum::<usize>();
+    let in_memory =
+        req.keep_features || n.saturating_mul(row_floats).saturating_mul(4) <= req.memory_limit;
     let [c, h, w] = req.samples.shape;
 
     let mut loss_sum = 0f64;
@@ -92,6 +132,20 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
         Vec::new()
     };
     let mut mean_acc = MeanAccumulator::new(k, d);
+    let mut layer_acc: Vec<MeanAccumulator> = inner
+        .iter()
+        .map(|l| MeanAccumulator::new(k, l.dim))
+        .collect();
+    let mut layer_kept: Vec<Vec<f32>> = inner
+        .iter()
+        .map(|l| {
+            if in_memory {
+                Vec::with_capacity(n * l.dim)
+            } else {
+                Vec::new()
+            }
+        })
+        .collect();
     let (mut xb, mut yb) = (Vec::new(), Vec::new());
 
     // Pass 1: loss, accuracy, class means (and the features if they fit).
@@ -99,7 +153,7 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
         make_batch(req.samples, chunk, req.norm, None, &mut xb, &mut yb);
         let b = chunk.len();
         let x = Tensor::<4>::from_data(TensorData::new(xb.clone(), [b, c, h, w]), device);
-        let (feat, logits) = model.forward(x);
+        let (acts, feat, logits) = model.forward_watched(x, &inner_idx);
         let oh = Tensor::<2>::from_data(TensorData::new(one_hot(&yb, k), [b, k]), device);
         let l: f32 = batch_loss(req.loss, logits.clone(), oh).into_scalar::<f32>();
         loss_sum += l as f64 * b as f64;
@@ -121,6 +175,13 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
                 kept.extend_from_slice(&f);
             }
         }
+        for (j, act) in acts.into_iter().enumerate() {
+            let f = layer_host(act, inner[j], b)?;
+            layer_acc[j].add_batch::<f32>(&f, &yb)?;
+            if in_memory {
+                layer_kept[j].extend_from_slice(&f);
+            }
+        }
     }
     let mut out = SplitEval {
         loss: loss_sum / n as f64,
@@ -128,6 +189,7 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
         metrics: None,
         means: None,
         features: None,
+        layers: vec![],
     };
     if req.metrics {
         let means = mean_acc.finish()?;
@@ -140,11 +202,31 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
         let plan =
             MetricsPlan::with_convention(&means, Some(&clf), req.reference_means, &req.convention)?;
         let mut sc = plan.accumulator();
+        // Each inner layer's plan: no classifier, the training means of that layer as the
+        // NCC means of a test split.
+        let mut layer_means = Vec::with_capacity(inner.len());
+        let mut layer_sc = Vec::with_capacity(inner.len());
+        for (acc, l) in layer_acc.into_iter().zip(&inner) {
+            let m = acc.finish()?;
+            let reference = req
+                .reference_layers
+                .iter()
+                .find(|r| r.layer.index == l.index)
+                .and_then(|r| r.means.as_ref());
+            let plan = MetricsPlan::with_convention(&m, None, reference, &req.convention)?;
+            layer_sc.push(plan.accumulator());
+            layer_means.push(m);
+        }
         if in_memory {
             let labels: Vec<u32> = req.indices.iter().map(|&i| req.samples.labels[i]).collect();
             let rows = 4096;
             for (fchunk, lchunk) in kept.chunks(rows * d).zip(labels.chunks(rows)) {
                 sc.add_batch::<f32>(fchunk, lchunk)?;
+            }
+            for ((acc, f), l) in layer_sc.iter_mut().zip(&layer_kept).zip(&inner) {
+                for (fchunk, lchunk) in f.chunks(rows * l.dim).zip(labels.chunks(rows)) {
+                    acc.add_batch::<f32>(fchunk, lchunk)?;
+                }
             }
         } else {
             // Pass 2: recompute the features batch by batch.
@@ -154,15 +236,62 @@ pub fn evaluate(model: &Net, device: &Device, req: &EvalRequest<'_>) -> Result<S
                     TensorData::new(xb.clone(), [chunk.len(), c, h, w]),
                     device,
                 );
-                let f: Vec<f32> = crate::host_f32(model.features(x));
-                sc.add_batch::<f32>(&f, &yb)?;
+                if inner.is_empty() {
+                    let f: Vec<f32> = crate::host_f32(model.features(x));
+                    sc.add_batch::<f32>(&f, &yb)?;
+                } else {
+                    let (acts, feat, _) = model.forward_watched(x, &inner_idx);
+                    let f: Vec<f32> = crate::host_f32(feat);
+                    sc.add_batch::<f32>(&f, &yb)?;
+                    for (j, act) in acts.into_iter().enumerate() {
+                        let f = layer_host(act, inner[j], chunk.len())?;
+                        layer_sc[j].add_batch::<f32>(&f, &yb)?;
+                    }
+                }
             }
         }
         out.metrics = Some(sc.finish()?);
         out.means = Some(means);
+        let mut inner_results = layer_sc
+            .into_iter()
+            .zip(layer_means)
+            .zip(layer_kept)
+            .map(|((acc, m), f)| -> Result<_> { Ok((acc.finish()?, m, f)) })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter();
+        for l in layers {
+            if l.index == req.last_layer {
+                out.layers.push(LayerEval {
+                    layer: l.clone(),
+                    metrics: out.metrics.clone(),
+                    means: out.means.clone(),
+                    features: None,
+                });
+            } else {
+                let (metrics, means, f) = inner_results.next().expect("one result per layer");
+                out.layers.push(LayerEval {
+                    layer: l.clone(),
+                    metrics: Some(metrics),
+                    means: Some(means),
+                    features: req.keep_features.then_some(f),
+                });
+            }
+        }
     }
     if req.keep_features {
         out.features = Some(kept);
     }
     Ok(out)
+}
+
+/// A watched layer's activations (b x d_i) on the host, checked against the layer's size.
+fn layer_host(act: Tensor<2>, layer: &LayerInfo, b: usize) -> Result<Vec<f32>> {
+    let dims = act.dims();
+    if dims != [b, layer.dim] {
+        return Err(TrainError::InvalidData(format!(
+            "layer {} ({}) gave activations of shape {dims:?}, expected [{b}, {}]",
+            layer.index, layer.name, layer.dim
+        )));
+    }
+    Ok(crate::host_f32(act))
 }

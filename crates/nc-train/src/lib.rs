@@ -21,13 +21,15 @@ pub mod data;
 pub mod device;
 pub mod eval;
 pub mod features;
+pub mod layers;
 /// The run directory's layout lives with the experiments code, which reads it without burn.
 pub use nc_experiments::run_dir;
 pub mod source;
 pub mod trainer;
 
 pub use config::{CheckedConfig, TrainConfig};
-pub use eval::{Evaluation, SplitEval};
+pub use eval::{Evaluation, LayerEval, SplitEval};
+pub use layers::{LayerInfo, LayerSelection};
 pub use run_dir::Summary;
 pub use trainer::{
     resume, train, EpochReport, Progress, ProgressFn, RunOptions, TrainMeans, Trainer,

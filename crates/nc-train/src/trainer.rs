@@ -31,8 +31,8 @@ use crate::loss::{batch_loss, one_hot};
 use crate::model::Net;
 use crate::optim::{build_sgd, clip_global_norm};
 use crate::run_dir::{
-    csv_columns, final_tensors, read_json, read_metrics, write_json, write_metrics,
-    write_safetensors, MetricsRow, RunDir, Summary,
+    csv_columns, final_tensors, layer_column, read_json, read_metrics, write_json, write_metrics,
+    write_safetensors, MetricsRow, RunDir, Summary, LAYER_METRIC_COLUMNS,
 };
 use crate::schedule::MultiStep;
 use crate::source::Samples;
@@ -389,14 +389,16 @@ impl Trainer {
         if let Some(means) = &ev.train.means {
             // The untrained network's class geometry: `nclab compare`'s baseline.
             let values = means.means().iter().map(|&x| x as f32).collect();
-            write_safetensors(
-                &self.dir.initial_tensors(),
-                &[(
-                    final_tensors::INITIAL_TRAIN_CLASS_MEANS,
-                    vec![k, means.dim()],
-                    values,
-                )],
-            )?;
+            let mut tensors = vec![(
+                final_tensors::INITIAL_TRAIN_CLASS_MEANS.to_string(),
+                vec![k, means.dim()],
+                values,
+            )];
+            tensors.extend(layer_means_tensors(
+                &ev.train,
+                final_tensors::layer_initial_train_class_means,
+            ));
+            write_safetensors(&self.dir.initial_tensors(), &tensors)?;
         }
         let lr = self.schedule.lr(1);
         self.push_row(0, lr, ev)?;
@@ -406,6 +408,7 @@ impl Trainer {
     /// Adds the metrics row of `ev` at `epoch`, reports it and rewrites the metrics files.
     fn push_row(&mut self, epoch: usize, lr: f64, ev: Evaluation) -> Result<()> {
         self.rows.push(make_row(
+            &self.cfg,
             epoch,
             lr,
             &ev.train,
@@ -643,23 +646,43 @@ impl Trainer {
                 .unwrap_or_default()
         };
         let mut tensors = vec![
-            (final_tensors::WEIGHT, vec![p.k, d], weight.clone()),
-            (final_tensors::BIAS, vec![p.k], bias.clone()),
-            (final_tensors::TRAIN_CLASS_MEANS, vec![p.k, d], means(tr)),
+            (
+                final_tensors::WEIGHT.to_string(),
+                vec![p.k, d],
+                weight.clone(),
+            ),
+            (final_tensors::BIAS.to_string(), vec![p.k], bias.clone()),
+            (
+                final_tensors::TRAIN_CLASS_MEANS.to_string(),
+                vec![p.k, d],
+                means(tr),
+            ),
         ];
         if te.means.is_some() {
-            tensors.push((final_tensors::TEST_CLASS_MEANS, vec![p.k, d], means(te)));
+            tensors.push((
+                final_tensors::TEST_CLASS_MEANS.to_string(),
+                vec![p.k, d],
+                means(te),
+            ));
         }
         if let Ok(initial) = nc_data::safetensors::read_safetensors(&dir.initial_tensors()) {
-            if let Some(m) = initial.get(final_tensors::INITIAL_TRAIN_CLASS_MEANS) {
-                let values = m.to_f64_vec().iter().map(|&x| x as f32).collect();
-                tensors.push((
-                    final_tensors::INITIAL_TRAIN_CLASS_MEANS,
-                    m.shape.clone(),
-                    values,
-                ));
+            let mut names = vec![final_tensors::INITIAL_TRAIN_CLASS_MEANS.to_string()];
+            names.extend(
+                cfg.watched_layers
+                    .iter()
+                    .map(|l| final_tensors::layer_initial_train_class_means(l.index)),
+            );
+            for name in names {
+                if let Some(m) = initial.get(&name) {
+                    let values = m.to_f64_vec().iter().map(|&x| x as f32).collect();
+                    tensors.push((name, m.shape.clone(), values));
+                }
             }
         }
+        tensors.extend(layer_means_tensors(
+            tr,
+            final_tensors::layer_train_class_means,
+        ));
         write_safetensors(&dir.final_tensors(), &tensors)?;
         if cfg.save_features {
             crate::features::save_features(dir, "train", &p.train, &p.train_idx, tr, &mvalid)?;
@@ -709,12 +732,12 @@ impl Trainer {
 }
 
 fn split_req<'a>(
-    cfg: &TrainConfig,
+    cfg: &'a TrainConfig,
     s: &'a Samples,
     idx: &'a [usize],
     p: &'a Prepared,
     metrics: bool,
-    refm: Option<&'a nc_math::metrics::ClassMeans>,
+    reference: Option<&'a SplitEval>,
     keep: bool,
 ) -> EvalRequest<'a> {
     EvalRequest {
@@ -724,10 +747,13 @@ fn split_req<'a>(
         loss: cfg.loss,
         batch_size: cfg.eval_batch_size,
         metrics,
-        reference_means: refm,
+        reference_means: reference.and_then(|r| r.means.as_ref()),
         convention: cfg.convention,
         keep_features: keep,
         memory_limit: 1 << 30,
+        layers: &cfg.watched_layers,
+        last_layer: cfg.last_layer(),
+        reference_layers: reference.map_or(&[][..], |r| &r.layers[..]),
     }
 }
 
@@ -763,7 +789,7 @@ fn evaluate_splits(
             &p.test_idx,
             p,
             !p.test_idx.is_empty(),
-            train.means.as_ref(),
+            Some(&train),
             keep,
         ),
     )?;
@@ -809,13 +835,14 @@ fn val_eval(cfg: &TrainConfig, p: &Prepared, m: &Net) -> Result<Option<SplitEval
 }
 
 fn make_row(
+    cfg: &TrainConfig,
     epoch: usize,
     lr: f64,
     tr: &SplitEval,
     va: Option<&SplitEval>,
     te: &SplitEval,
 ) -> MetricsRow {
-    let values = csv_columns()
+    let mut values: Vec<(String, Option<f64>)> = csv_columns()
         .into_iter()
         .map(|c| {
             let v = match c.as_str() {
@@ -833,10 +860,52 @@ fn make_row(
                     e.metrics.as_ref().and_then(|m| m.split_column(key))
                 }
             };
-            (c, v.filter(|x| x.is_finite()))
+            (c, v)
         })
         .collect();
+    // The depth columns, in `csv_columns_with_layers`' order: split, layer, metric.
+    for (split, e) in [("train", tr), ("test", te)] {
+        for l in &cfg.watched_layers {
+            let m = e
+                .layers
+                .iter()
+                .find(|x| x.layer.index == l.index)
+                .and_then(|x| x.metrics.as_ref());
+            for key in LAYER_METRIC_COLUMNS {
+                values.push((
+                    layer_column(split, l.index, key),
+                    m.and_then(|m| layer_metric(m, key)),
+                ));
+            }
+        }
+    }
+    for (_, v) in values.iter_mut() {
+        *v = v.filter(|x| x.is_finite());
+    }
     MetricsRow { values, raw: None }
+}
+
+/// The value of a per-layer metric (`LAYER_METRIC_COLUMNS`).
+fn layer_metric(m: &nc_math::metrics::NcMetrics, key: &str) -> Option<f64> {
+    match key {
+        "nc1_trace_ratio" => m.nc1_trace_ratio,
+        other => m.split_column(other),
+    }
+}
+
+/// `(name(i), K x d_i, class means)` of every watched layer of `e` that has means.
+fn layer_means_tensors(
+    e: &SplitEval,
+    name: fn(usize) -> String,
+) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    e.layers
+        .iter()
+        .filter_map(|l| {
+            let m = l.means.as_ref()?;
+            let values = m.means().iter().map(|&x| x as f32).collect();
+            Some((name(l.layer.index), vec![m.num_classes(), m.dim()], values))
+        })
+        .collect()
 }
 
 fn save_last(

@@ -162,6 +162,8 @@ fn child_run_for_kill() {
 fn kill_cfg() -> TrainConfig {
     let mut cfg = synthetic_cfg(Loss::Focal { gamma: 3.0 }, 3);
     cfg.model.batch_norm = true;
+    // Every layer watched: the resumed run's depth columns must match too.
+    cfg.nc_layers = nc_train::LayerSelection::All;
     cfg.batch_size = 8; // several steps per epoch
     cfg
 }
@@ -194,6 +196,7 @@ fn resume_after_sigkill_matches_an_uninterrupted_run() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
+    assert!(read(&reference.join("metrics.csv")).contains("test_layer2_nc1_trace_ratio"));
     let partial = read(&dir.join("metrics.jsonl"));
     assert_eq!(
         partial.lines().count(),

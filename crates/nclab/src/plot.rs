@@ -309,6 +309,12 @@ where
         x1 = x0 + 1.0;
     }
     let log_y = panel.log_y && y0 > 0.0;
+    // A few whole-numbered x values (layers): one tick per value, none between.
+    let x_ticks = if points().all(|(x, _)| x.fract() == 0.0) && x1 - x0 <= 12.0 {
+        (x1 - x0) as usize + 1
+    } else {
+        10
+    };
     let mut builder = ChartBuilder::on(area);
     builder
         .caption(&panel.title, (FONT, 17))
@@ -321,6 +327,7 @@ where
         chart
             .configure_mesh()
             .x_desc(&panel.x_label)
+            .x_labels(x_ticks)
             .x_label_formatter(&|v| axis_number(*v))
             .y_desc(&panel.y_label)
             .y_label_formatter(&|v| format!("{v:.0e}"))
@@ -333,6 +340,7 @@ where
         chart
             .configure_mesh()
             .x_desc(&panel.x_label)
+            .x_labels(x_ticks)
             .x_label_formatter(&|v| axis_number(*v))
             .y_desc(&panel.y_label)
             .label_style((FONT, 12))
@@ -347,7 +355,13 @@ fn axis_number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
-        format!("{v}")
+        // Ticks between whole numbers: at most 3 decimals, without the float's rounding
+        // noise (2.4999999999999996 prints as 2.5).
+        let fixed = format!("{v:.3}");
+        fixed
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
     }
 }
 
@@ -501,6 +515,15 @@ fn tick(labels: &[String], v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tick_labels_drop_float_noise() {
+        assert_eq!(axis_number(400.0), "400");
+        assert_eq!(axis_number(2.4999999999999996), "2.5");
+        assert_eq!(axis_number(0.125), "0.125");
+        assert_eq!(axis_number(1.2), "1.2");
+        assert_eq!(axis_number(-0.5), "-0.5");
+    }
 
     #[test]
     fn writes_valid_png_and_svg() {

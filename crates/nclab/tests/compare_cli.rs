@@ -93,12 +93,129 @@ fn class_means(net: &Net) -> Vec<f64> {
 }
 
 fn write_run(dir: &Path, net: &Net) {
+    write_run_with_layers(dir, net, &[]);
+}
+
+/// A run that watched layers 1..=L: `layers[i - 1]` gives layer i's features (and so its
+/// class means), as `nclab train --nc-layers` writes them.
+fn write_run_with_layers(dir: &Path, net: &Net, layers: &[&Net]) {
     std::fs::create_dir_all(dir).unwrap();
     let means = class_means(net);
     let initial = values(99, K * D);
-    write_safetensors(
-        &dir.join("final.safetensors"),
-        &[
+    let layer_means: Vec<Vec<f64>> = layers.iter().map(|l| class_means(l)).collect();
+    let layer_names: Vec<[String; 3]> = (1..=layers.len())
+        .map(|i| {
+            [
+                format!("layer{i}_train_class_means"),
+                format!("layer{i}_initial_train_class_means"),
+                format!("layer{i}_features"),
+            ]
+        })
+        .collect();
+    let mut tensors = vec![
+        (
+            "weight",
+            ArrayView {
+                shape: &[K, D],
+                data: ArraySlice::F64(&net.weight),
+            },
+        ),
+        (
+            "bias",
+            ArrayView {
+                shape: &[K],
+                data: ArraySlice::F64(&net.bias),
+            },
+        ),
+        (
+            "train_class_means",
+            ArrayView {
+                shape: &[K, D],
+                data: ArraySlice::F64(&means),
+            },
+        ),
+        (
+            "test_class_means",
+            ArrayView {
+                shape: &[K, D],
+                data: ArraySlice::F64(&means),
+            },
+        ),
+        // The untrained network's class means: here an unrelated random configuration.
+        (
+            "initial_train_class_means",
+            ArrayView {
+                shape: &[K, D],
+                data: ArraySlice::F64(&initial),
+            },
+        ),
+    ];
+    for (names, means) in layer_names.iter().zip(&layer_means) {
+        for (name, data) in [(&names[0], means), (&names[1], &initial)] {
+            tensors.push((
+                name.as_str(),
+                ArrayView {
+                    shape: &[K, D],
+                    data: ArraySlice::F64(data),
+                },
+            ));
+        }
+    }
+    write_safetensors(&dir.join("final.safetensors"), &tensors).unwrap();
+    if !layers.is_empty() {
+        let watched: Vec<String> = (1..=layers.len())
+            .map(|i| format!(r#"{{"index":{i},"name":"hidden{i}","dim":{D}}}"#))
+            .collect();
+        let config = format!(
+            r#"{{"data": {{"kind": "embeddedmnist"}}, "loss": {{"kind": "ce"}}, "nc_layers": "all", "watched_layers": [{}]}}"#,
+            watched.join(",")
+        );
+        std::fs::write(dir.join("config.json"), config).unwrap();
+    }
+    // Stored in a different sample order in each run: matching must go through `indices`.
+    let order: Vec<usize> = if dir.to_string_lossy().ends_with('b') {
+        (0..N).rev().collect()
+    } else {
+        (0..N).collect()
+    };
+    let features: Vec<f32> = order
+        .iter()
+        .flat_map(|&i| net.features[i * D..(i + 1) * D].iter().map(|&x| x as f32))
+        .collect();
+    let labels: Vec<i64> = order.iter().map(|&i| net.labels[i]).collect();
+    let indices: Vec<i64> = order.iter().map(|&i| i as i64).collect();
+    let layer_features: Vec<Vec<f32>> = layers
+        .iter()
+        .map(|l| {
+            order
+                .iter()
+                .flat_map(|&i| l.features[i * D..(i + 1) * D].iter().map(|&x| x as f32))
+                .collect()
+        })
+        .collect();
+    for split in ["train", "test"] {
+        let mut arrays = vec![
+            (
+                "features",
+                ArrayView {
+                    shape: &[N, D],
+                    data: ArraySlice::F32(&features),
+                },
+            ),
+            (
+                "labels",
+                ArrayView {
+                    shape: &[N],
+                    data: ArraySlice::I64(&labels),
+                },
+            ),
+            (
+                "indices",
+                ArrayView {
+                    shape: &[N],
+                    data: ArraySlice::I64(&indices),
+                },
+            ),
             (
                 "weight",
                 ArrayView {
@@ -113,86 +230,101 @@ fn write_run(dir: &Path, net: &Net) {
                     data: ArraySlice::F64(&net.bias),
                 },
             ),
-            (
-                "train_class_means",
+        ];
+        for (names, f) in layer_names.iter().zip(&layer_features) {
+            arrays.push((
+                names[2].as_str(),
                 ArrayView {
-                    shape: &[K, D],
-                    data: ArraySlice::F64(&means),
+                    shape: &[N, D],
+                    data: ArraySlice::F32(f),
                 },
-            ),
-            (
-                "test_class_means",
-                ArrayView {
-                    shape: &[K, D],
-                    data: ArraySlice::F64(&means),
-                },
-            ),
-            // The untrained network's class means: here an unrelated random configuration.
-            (
-                "initial_train_class_means",
-                ArrayView {
-                    shape: &[K, D],
-                    data: ArraySlice::F64(&initial),
-                },
-            ),
-        ],
+            ));
+        }
+        write_npz(&dir.join(format!("features_{split}.npz")), &arrays).unwrap();
+    }
+}
+
+#[test]
+fn layers_are_compared_one_by_one() {
+    let root = scratch_dir("layers");
+    let a = base_net(1);
+    let b = rotated(&a);
+    // Layer 1 of the two runs are unrelated networks; layer 2 (the last) is each run's own
+    // features, the same network up to rotation and scale.
+    let (early_a, early_b) = (base_net(7), base_net(8));
+    write_run_with_layers(&root.join("a"), &a, &[&early_a, &a]);
+    write_run_with_layers(&root.join("b"), &b, &[&early_b, &b]);
+    let out = root.join("out");
+    let (code, stdout, stderr) = nclab(&[
+        "compare",
+        root.join("a").to_str().unwrap(),
+        root.join("b").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("compare.json")).unwrap()).unwrap();
+    let layers = json["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{json}");
+    assert_eq!(layers[0]["name"], "hidden1");
+    let at = |layer: usize, key: &str| layers[layer][key][0][1].as_f64().unwrap();
+    // The last layer's numbers are those of the run's own features.
+    assert_eq!(
+        at(1, "means_procrustes"),
+        json["means_procrustes"][0][1].as_f64().unwrap()
+    );
+    assert_eq!(
+        at(1, "train_cka"),
+        json["train_cka"][0][1].as_f64().unwrap()
+    );
+    assert!(at(1, "means_procrustes") < 1e-3, "{json}");
+    assert!(at(0, "means_procrustes") > 0.05, "{json}");
+    assert!(at(0, "train_cka") < 0.999, "{json}");
+    // Each against itself: distance 0 (to the square root of rounding).
+    assert!(layers[0]["means_procrustes"][0][0].as_f64().unwrap() < 1e-6);
+    assert!(layers[0]["untrained_means_procrustes"][0].as_f64().unwrap() > 0.05);
+    assert!(
+        stdout.contains("differ most at layer 1 (hidden1"),
+        "{stdout}"
+    );
+    let csv = std::fs::read_to_string(out.join("compare_layers.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 2 * 4, "{csv}");
+    assert!(
+        csv.starts_with("layer,name,run_a,run_b,means_procrustes,train_cka\n1,hidden1,a,a,"),
+        "{csv}"
+    );
+    let png = std::fs::read(out.join("compare_layers.png")).unwrap();
+    assert_eq!(&png[..4], b"\x89PNG");
+
+    // With a run that watched no layers: nothing per layer, and no per-layer files.
+    write_run(&root.join("c"), &base_net(50));
+    let (code, stdout, stderr) = nclab(&[
+        "compare",
+        root.join("a").to_str().unwrap(),
+        root.join("c").to_str().unwrap(),
+        "--out",
+        root.join("out2").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stdout.contains("Through depth"), "{stdout}");
+    assert!(!root.join("out2/compare_layers.csv").exists());
+
+    // A run that says it watched a layer but lacks its class means is named.
+    std::fs::write(
+        root.join("c/config.json"),
+        r#"{"loss": {"kind": "ce"}, "watched_layers": [{"index":1,"name":"hidden1","dim":4}]}"#,
     )
     .unwrap();
-    // Stored in a different sample order in each run: matching must go through `indices`.
-    let order: Vec<usize> = if dir.to_string_lossy().ends_with('b') {
-        (0..N).rev().collect()
-    } else {
-        (0..N).collect()
-    };
-    let features: Vec<f32> = order
-        .iter()
-        .flat_map(|&i| net.features[i * D..(i + 1) * D].iter().map(|&x| x as f32))
-        .collect();
-    let labels: Vec<i64> = order.iter().map(|&i| net.labels[i]).collect();
-    let indices: Vec<i64> = order.iter().map(|&i| i as i64).collect();
-    for split in ["train", "test"] {
-        write_npz(
-            &dir.join(format!("features_{split}.npz")),
-            &[
-                (
-                    "features",
-                    ArrayView {
-                        shape: &[N, D],
-                        data: ArraySlice::F32(&features),
-                    },
-                ),
-                (
-                    "labels",
-                    ArrayView {
-                        shape: &[N],
-                        data: ArraySlice::I64(&labels),
-                    },
-                ),
-                (
-                    "indices",
-                    ArrayView {
-                        shape: &[N],
-                        data: ArraySlice::I64(&indices),
-                    },
-                ),
-                (
-                    "weight",
-                    ArrayView {
-                        shape: &[K, D],
-                        data: ArraySlice::F64(&net.weight),
-                    },
-                ),
-                (
-                    "bias",
-                    ArrayView {
-                        shape: &[K],
-                        data: ArraySlice::F64(&net.bias),
-                    },
-                ),
-            ],
-        )
-        .unwrap();
-    }
+    let (code, _, stderr) = nclab(&[
+        "compare",
+        root.join("a").to_str().unwrap(),
+        root.join("c").to_str().unwrap(),
+        "--out",
+        root.join("out3").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("layer1_train_class_means"), "{stderr}");
 }
 
 #[test]

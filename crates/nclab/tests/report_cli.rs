@@ -284,3 +284,82 @@ fn reproduce_dry_run_prints_the_plan_without_training() {
     assert_eq!(stdout.lines().count(), 192, "{stdout}");
     assert!(stdout.contains("fl_w0.25_e800_s3"), "{stdout}");
 }
+
+/// Turns a fixture run into one that watched layers 1 and 2 (`nclab train --nc-layers all`):
+/// layer i's train NC1 is `i + 1` times the run's `train_nc1` at layer 1, its own at layer 2,
+/// and its NCC accuracy 0.5 + 0.2 i.
+fn add_layers(dir: &Path) {
+    let config_path = dir.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["nc_layers"] = "all".into();
+    config["watched_layers"] = serde_json::json!([
+        {"index": 1, "name": "hidden1", "dim": 512},
+        {"index": 2, "name": "hidden2", "dim": 512}
+    ]);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let metrics_path = dir.join("metrics.jsonl");
+    let mut lines = String::new();
+    for line in std::fs::read_to_string(&metrics_path).unwrap().lines() {
+        let mut row: serde_json::Value = serde_json::from_str(line).unwrap();
+        let nc1 = row["train_nc1"].as_f64().unwrap();
+        row["train_layer1_nc1"] = (2.0 * nc1).into();
+        row["train_layer2_nc1"] = nc1.into();
+        row["test_layer1_nc1"] = (4.0 * nc1).into();
+        row["test_layer2_nc1"] = (2.0 * nc1).into();
+        for (i, layer) in [(1, "layer1"), (2, "layer2")] {
+            for split in ["train", "test"] {
+                row[format!("{split}_{layer}_ncc_accuracy")] = (0.5 + 0.2 * i as f64).into();
+            }
+        }
+        lines.push_str(&row.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(&metrics_path, lines).unwrap();
+}
+
+#[test]
+fn runs_watching_layers_get_depth_figures_and_tables() {
+    let root = scratch_dir("depth");
+    for (name, loss, seed, factor) in [
+        ("ce-s1", "ce", 1, 0.7),
+        ("ce-s2", "ce", 2, 0.7),
+        ("mse-s1", "mse", 1, 0.5),
+    ] {
+        let dir = root.join(name);
+        write_run(&dir, &fixture(loss, seed, factor, Some(0.9)));
+        add_layers(&dir);
+    }
+    let (code, _, stderr) = nclab(&["report", root.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let out = root.join("report");
+    assert_png_and_svg(&out.join("depth_w1_e4"));
+    assert_png_and_svg(&out.join("depth_epochs_w1_e4"));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("![through depth](depth_w1_e4.png)"), "{md}");
+    // Epoch 4: ce's train NC1 1.6 * 0.7^4 = 0.38416, twice that at layer 1; the test split
+    // twice the training one.
+    assert!(md.contains("Through depth, epoch 4"), "{md}");
+    assert!(
+        md.contains("| ce | 1 (hidden1) | 0.7683 | 1.5366 | 0.7000 | 0.7000 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ce | 2 (hidden2) | 0.3842 | 0.7683 | 0.9000 | 0.9000 |"),
+        "{md}"
+    );
+    // mse: 1.6 * 0.5^4 = 0.1 at the last layer. Epochs 0..4 evaluated: profiles at 0, 1, 3, 4.
+    assert!(md.contains("| mse | 2 (hidden2) | 0.1000 |"), "{md}");
+    assert!(md.contains("| mse | 0 | 3.2000 | 1.6000 |"), "{md}");
+    assert!(md.contains("| mse | 3 | 0.4000 | 0.2000 |"), "{md}");
+    assert!(!md.contains("| mse | 2 | "), "{md}");
+
+    // Runs that watched no layers get none of this.
+    let plain = scratch_dir("no-depth");
+    write_run(&plain.join("ce-s1"), &fixture("ce", 1, 0.7, Some(0.9)));
+    let (code, _, stderr) = nclab(&["report", plain.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!plain.join("report/depth_w1_e4.png").exists());
+    let md = std::fs::read_to_string(plain.join("report/report.md")).unwrap();
+    assert!(!md.contains("Through depth"), "{md}");
+}

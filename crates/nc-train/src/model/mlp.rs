@@ -35,14 +35,24 @@ impl Mlp {
 
     /// Images (batch x C x H x W) are flattened; returns features (batch x d).
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_watched(x, &[]).1
+    }
+
+    /// The outputs of the hidden layers `watched` (1-based, after their ReLU) and the
+    /// features.
+    pub fn forward_watched(&self, x: Tensor<4>, watched: &[usize]) -> (Vec<Tensor<2>>, Tensor<2>) {
         let mut h: Tensor<2> = x.flatten(1, 3);
+        let mut acts = Vec::with_capacity(watched.len());
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(h);
             if let Some(bn) = self.norms.get(i) {
                 h = bn.forward(h);
             }
             h = relu(h);
+            if watched.contains(&(i + 1)) {
+                acts.push(h.clone());
+            }
         }
-        h
+        (acts, h)
     }
 }

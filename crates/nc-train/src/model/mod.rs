@@ -9,6 +9,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
 use crate::error::{Result, TrainError};
+use crate::layers::LayerInfo;
 pub use mlp::Mlp;
 pub use resnet::ResNet18;
 pub use wrn::Wrn50;
@@ -149,6 +150,41 @@ impl ModelSpec {
         }
     }
 
+    /// The watchable layers (1-based): the MLP's hidden layers after their activation
+    /// (`hidden1` ..), the residual stages of ResNet-18 and WRN-50, global-average-pooled
+    /// (`stage1` .. `stage4`). The last is the penultimate features (dimension
+    /// [`Self::feature_dim`]).
+    pub fn layers(&self) -> Vec<LayerInfo> {
+        let info = |index: usize, prefix: &str, dim: usize| LayerInfo {
+            index,
+            name: format!("{prefix}{index}"),
+            dim,
+        };
+        match self.kind {
+            ModelKind::Mlp => (1..=self.depth)
+                .map(|i| info(i, "hidden", self.hidden_units()))
+                .collect(),
+            ModelKind::Resnet18 => ResNet18::stage_dims(self.width)
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| info(i + 1, "stage", d))
+                .collect(),
+            ModelKind::Wrn50 => Wrn50::STAGE_DIMS
+                .into_iter()
+                .enumerate()
+                .map(|(i, d)| info(i + 1, "stage", d))
+                .collect(),
+        }
+    }
+
+    /// The architecture in words, for messages: `mlp with 3 hidden layers`, `resnet18`.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            ModelKind::Mlp => format!("mlp with {} hidden layers", self.depth),
+            kind => format!("{} ({} stages)", kind.name(), self.layers().len()),
+        }
+    }
+
     fn hidden_units(&self) -> usize {
         (self.hidden as f64 * self.width).round() as usize
     }
@@ -215,6 +251,23 @@ impl Net {
             Backbone::Resnet18(m) => m.forward(x),
             Backbone::Wrn50(m) => m.forward(x),
         }
+    }
+
+    /// The activations of the watched layers `watched` (1-based, increasing; see
+    /// [`ModelSpec::layers`]), in that order, then the features and the logits, from one
+    /// forward pass. The last layer's activation is the features themselves.
+    pub fn forward_watched(
+        &self,
+        x: Tensor<4>,
+        watched: &[usize],
+    ) -> (Vec<Tensor<2>>, Tensor<2>, Tensor<2>) {
+        let (acts, h) = match &self.backbone {
+            Backbone::Mlp(m) => m.forward_watched(x, watched),
+            Backbone::Resnet18(m) => m.forward_watched(x, watched),
+            Backbone::Wrn50(m) => m.forward_watched(x, watched),
+        };
+        let z = self.head.forward(h.clone());
+        (acts, h, z)
     }
 
     /// Features and logits `z = W h + b`.

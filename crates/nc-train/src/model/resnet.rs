@@ -106,13 +106,63 @@ impl ResNet18 {
         scaled(512, width)
     }
 
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut h = relu(self.stem_bn.forward(self.stem.forward(x)));
-        for b in &self.blocks {
-            h = b.forward(h);
-        }
-        global_avg_pool(h)
+    /// The channels of the four stages' outputs.
+    pub fn stage_dims(width: f64) -> [usize; 4] {
+        [64, 128, 256, 512].map(|c| scaled(c, width))
     }
+
+    /// Blocks per stage.
+    pub const STAGE_BLOCKS: [usize; 4] = [2, 2, 2, 2];
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_watched(x, &[]).1
+    }
+
+    /// The global-average-pooled outputs of the stages `watched` (1-based) and the features.
+    pub fn forward_watched(&self, x: Tensor<4>, watched: &[usize]) -> (Vec<Tensor<2>>, Tensor<2>) {
+        let h = relu(self.stem_bn.forward(self.stem.forward(x)));
+        forward_stages(
+            h,
+            &self.blocks,
+            &Self::STAGE_BLOCKS,
+            watched,
+            BasicBlock::forward,
+        )
+    }
+}
+
+/// Runs `blocks` (grouped into stages of `stage_blocks`) from `h`, pooling the output of
+/// every stage in `watched` (1-based); the last stage's pooled output is the features.
+pub(crate) fn forward_stages<B>(
+    mut h: Tensor<4>,
+    blocks: &[B],
+    stage_blocks: &[usize],
+    watched: &[usize],
+    forward: impl Fn(&B, Tensor<4>) -> Tensor<4>,
+) -> (Vec<Tensor<2>>, Tensor<2>) {
+    let mut acts = Vec::with_capacity(watched.len());
+    let mut ends = stage_blocks.iter().scan(0, |end, &n| {
+        *end += n;
+        Some(*end)
+    });
+    let mut stage = 1;
+    let mut stage_end = ends.next();
+    let last_stage = stage_blocks.len();
+    for (i, b) in blocks.iter().enumerate() {
+        h = forward(b, h);
+        if Some(i + 1) == stage_end {
+            if stage < last_stage && watched.contains(&stage) {
+                acts.push(global_avg_pool(h.clone()));
+            }
+            stage += 1;
+            stage_end = ends.next();
+        }
+    }
+    let features = global_avg_pool(h);
+    if watched.contains(&last_stage) {
+        acts.push(features.clone());
+    }
+    (acts, features)
 }
 
 /// Mean over the spatial positions: (B, C, H, W) -> (B, C).

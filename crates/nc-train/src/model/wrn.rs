@@ -6,7 +6,7 @@
 //! p->4 planes, BN; plus shortcut (1x1 conv + BN when the shape changes); ReLU after the sum.
 //! The width multiplier sets the inner channels `p = int(planes * width)`; block outputs stay
 //! `4 planes`, so d = 2048 for every width. Features = global average pool.
-use super::resnet::{conv, global_avg_pool, Shortcut};
+use super::resnet::{conv, forward_stages, Shortcut};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig};
 use burn::prelude::*;
@@ -65,8 +65,9 @@ impl Wrn50 {
     pub fn new(in_channels: usize, width: f64, device: &Device) -> Self {
         let mut blocks = Vec::new();
         let mut cin = 64;
-        for (i, (planes, n)) in [(64usize, 3usize), (128, 4), (256, 6), (512, 3)]
+        for (i, (planes, n)) in [64usize, 128, 256, 512]
             .into_iter()
+            .zip(Self::STAGE_BLOCKS)
             .enumerate()
         {
             // int(planes * width) as in the official code, at least one channel.
@@ -85,11 +86,25 @@ impl Wrn50 {
         }
     }
 
+    /// The channels of the four stages' outputs (4 x planes, whatever the width).
+    pub const STAGE_DIMS: [usize; 4] = [256, 512, 1024, 2048];
+
+    /// Blocks per stage.
+    pub const STAGE_BLOCKS: [usize; 4] = [3, 4, 6, 3];
+
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut h = relu(self.stem_bn.forward(self.stem.forward(x)));
-        for b in &self.blocks {
-            h = b.forward(h);
-        }
-        global_avg_pool(h)
+        self.forward_watched(x, &[]).1
+    }
+
+    /// The global-average-pooled outputs of the stages `watched` (1-based) and the features.
+    pub fn forward_watched(&self, x: Tensor<4>, watched: &[usize]) -> (Vec<Tensor<2>>, Tensor<2>) {
+        let h = relu(self.stem_bn.forward(self.stem.forward(x)));
+        forward_stages(
+            h,
+            &self.blocks,
+            &Self::STAGE_BLOCKS,
+            watched,
+            Bottleneck::forward,
+        )
     }
 }

@@ -1,15 +1,17 @@
 //! `nclab compare RUN...`: feature equivalence between runs, as matrices over all pairs
 //! (computed by `nc_experiments::comparison`), with a heatmap per quantity.
 
-use crate::plot::{self, Heatmap};
+use crate::plot::{self, Heatmap, Panel, Series};
 use anyhow::Result;
-use nc_experiments::comparison::{compare_runs, table, Comparison};
+use nc_experiments::comparison::{compare_runs, mean_over_pairs, table, Comparison};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
 #[command(
     after_help = "Each RUN is a directory written by `nclab train` (final.safetensors; \
-features_train.npz and features_test.npz from --save-features for CKA and prediction agreement)."
+features_train.npz and features_test.npz from --save-features for CKA and prediction agreement). \
+Runs trained with --nc-layers are also compared at every layer they all watched: \
+compare_layers.csv and compare_layers.png/.svg."
 )]
 pub struct Args {
     /// Run directories (two or more).
@@ -39,6 +41,9 @@ pub fn run(args: Args) -> Result<()> {
             "untrained baseline (each run's epoch-0 means vs its trained means): {}",
             distances(baseline)
         );
+    }
+    if !comparison.layers.is_empty() {
+        print!("{}", comparison.depth_markdown());
     }
     println!("written: {}", args.out.join("compare.json").display());
     Ok(())
@@ -70,5 +75,75 @@ pub fn write_outputs(c: &Comparison, out: &Path) -> Result<()> {
             },
         )?;
     }
+    if !c.layers.is_empty() {
+        layers_figure(c, &out.join("compare_layers"))?;
+    }
     Ok(())
+}
+
+/// Mean pairwise class-mean Procrustes distance and CKA against the layer index, with the
+/// runs' mean distance from their own untrained networks as a baseline.
+fn layers_figure(c: &Comparison, stem: &Path) -> Result<()> {
+    let line = |label: &str, colour: usize, points: Vec<(f64, Option<f64>)>| Series {
+        label: label.into(),
+        colour,
+        points: points
+            .into_iter()
+            .filter_map(|(x, y)| y.map(|y| (x, y)))
+            .collect(),
+    };
+    let at = |f: &dyn Fn(&nc_experiments::comparison::LayerComparison) -> Option<f64>| {
+        c.layers
+            .iter()
+            .map(|l| (l.index as f64, f(l)))
+            .collect::<Vec<_>>()
+    };
+    let baseline = |l: &nc_experiments::comparison::LayerComparison| {
+        let v: Vec<f64> = l
+            .untrained_means_procrustes
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let panel = |title: &str, y_label: &str, series: Vec<Series>| Panel {
+        title: title.into(),
+        x_label: "layer".into(),
+        y_label: y_label.into(),
+        series: series
+            .into_iter()
+            .filter(|s| !s.points.is_empty())
+            .collect(),
+        log_y: false,
+    };
+    let panels = [
+        panel(
+            "class-mean Procrustes distance",
+            "distance",
+            vec![
+                line(
+                    "between runs (mean over pairs)",
+                    0,
+                    at(&|l| mean_over_pairs(&l.means_procrustes)),
+                ),
+                line("each run vs its untrained network", 3, at(&baseline)),
+            ],
+        ),
+        panel(
+            "linear CKA of training features",
+            "CKA",
+            vec![line(
+                "between runs (mean over pairs)",
+                0,
+                at(&|l| mean_over_pairs(&l.train_cka)),
+            )],
+        ),
+    ];
+    plot::panels(
+        stem,
+        "Runs compared layer by layer (layer 1 nearest the input)",
+        &panels,
+        2,
+    )
 }

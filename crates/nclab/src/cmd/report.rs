@@ -4,6 +4,8 @@
 use crate::plot::{self, Heatmap, Panel, Series};
 use anyhow::{Context, Result};
 use nc_experiments::aggregate::{Report, Setting, ACCURACY_CURVES, NC_CURVES};
+use nc_experiments::depth::{depth_tables_markdown, profile_epochs, DEPTH_CURVES};
+use nc_experiments::run_dir::layer_column;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -131,6 +133,15 @@ pub fn write_report(root: &Path, out: &Path) -> Result<Report> {
         );
         md.push_str(&report.setting_table_markdown(setting));
         md.push('\n');
+        if !setting.layers().is_empty() {
+            write_depth_figures(out, setting)?;
+            let _ = writeln!(
+                md,
+                "![through depth](depth_{tag}.png)\n\n![layers over training](depth_epochs_{tag}.png)\n"
+            );
+            md.push_str(&depth_tables_markdown(setting));
+            md.push('\n');
+        }
     }
     md.push_str(&report.findings_markdown());
     write_heatmaps(out, &report, &mut md)?;
@@ -143,6 +154,65 @@ pub fn write_report(root: &Path, out: &Path) -> Result<Report> {
     write_text(&out.join("report.md"), &md)?;
     write_text(&out.join("summary.csv"), &report.summary_csv())?;
     Ok(report)
+}
+
+/// For a setting whose runs watched layers: `depth_{tag}` (NC1 and NCC accuracy against the
+/// layer index, one panel per split, metric and profile epoch, one line per loss) and
+/// `depth_epochs_{tag}` (the same metrics against the epoch, one panel per layer).
+fn write_depth_figures(out: &Path, setting: &Setting) -> Result<()> {
+    let layers = setting.layers();
+    let epochs = profile_epochs(&setting.depth_epochs());
+    let tag = setting.tag();
+    let mut by_layer = Vec::new();
+    for split in ["train", "test"] {
+        for (metric, label) in DEPTH_CURVES {
+            for &epoch in &epochs {
+                let series = setting
+                    .losses
+                    .iter()
+                    .map(|l| Series {
+                        label: l.loss.name().to_string(),
+                        colour: l.loss as usize,
+                        points: l.layer_profile(layers, split, metric, epoch),
+                    })
+                    .filter(|s| !s.points.is_empty())
+                    .collect();
+                let mut p = panel(format!("{label} ({split}), epoch {epoch}"), label, series);
+                p.x_label = "layer".into();
+                by_layer.push(p);
+            }
+        }
+    }
+    plot::panels(
+        &out.join(format!("depth_{tag}")),
+        &format!(
+            "Through depth, width {}, {} epochs (layer 1 nearest the input)",
+            setting.width, setting.epochs
+        ),
+        &by_layer,
+        epochs.len().max(1),
+    )?;
+    let mut by_epoch = Vec::new();
+    for split in ["train", "test"] {
+        for (metric, label) in DEPTH_CURVES {
+            for layer in layers {
+                by_epoch.push(panel(
+                    format!("{label} ({split}), layer {} ({})", layer.index, layer.name),
+                    label,
+                    series(setting, &layer_column(split, layer.index, metric)),
+                ));
+            }
+        }
+    }
+    plot::panels(
+        &out.join(format!("depth_epochs_{tag}")),
+        &format!(
+            "Every watched layer over training, width {}, {} epochs",
+            setting.width, setting.epochs
+        ),
+        &by_epoch,
+        layers.len(),
+    )
 }
 
 fn write_heatmaps(out: &Path, report: &Report, md: &mut String) -> Result<()> {
@@ -171,7 +241,7 @@ fn write_heatmaps(out: &Path, report: &Report, md: &mut String) -> Result<()> {
     Ok(())
 }
 
-fn write_text(path: &Path, text: &str) -> Result<()> {
+pub(crate) fn write_text(path: &Path, text: &str) -> Result<()> {
     nc_data::io::write_atomic_bytes(path, text.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))
 }

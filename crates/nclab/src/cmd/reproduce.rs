@@ -4,7 +4,7 @@
 
 use super::{compare, report, sweep};
 use crate::args::user_error;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use nc_experiments::comparison::{compare_runs, table};
 use nc_experiments::presets::{Plan, Preset};
 use nc_experiments::sweep::CellState;
@@ -93,6 +93,18 @@ pub fn run(args: Args) -> Result<()> {
     let comparison = compare_runs(&runs)?;
     let compare_dir = args.out.join("compare");
     compare::write_outputs(&comparison, &compare_dir)?;
+    let depth = comparison.depth_markdown();
+    if !depth.is_empty() {
+        // The report gains the layer-by-layer comparison of the compared cells.
+        let report_md = report_dir.join("report.md");
+        let mut md = std::fs::read_to_string(&report_md)
+            .with_context(|| format!("cannot read {}", report_md.display()))?;
+        md.push_str(&format!(
+            "\n{depth}\nRuns compared: {} (`compare/compare_layers.csv`, figure              `compare/compare_layers.png`).\n",
+            comparison.runs.join(", ")
+        ));
+        report::write_text(&report_md, &md)?;
+    }
 
     println!("\n{}", report.verdict_table());
     println!(
@@ -109,6 +121,7 @@ pub fn run(args: Args) -> Result<()> {
             compare::distances(baseline)
         );
     }
+    print!("{depth}");
     println!(
         "report: {}\ncompare: {}",
         report_dir.join("report.md").display(),

@@ -11,7 +11,8 @@ use nc_train::model::{ModelKind, ModelSpec};
 use nc_train::paper;
 use nc_train::source::DataSpec;
 use nc_train::{
-    CheckedConfig, Evaluation, Progress, ProgressFn, RunOptions, SplitEval, TrainConfig, TrainError,
+    CheckedConfig, Evaluation, LayerSelection, Progress, ProgressFn, RunOptions, SplitEval,
+    TrainConfig, TrainError,
 };
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -85,6 +86,11 @@ pub struct Args {
     /// Skip the per-channel normalisation (inputs scaled to [0, 1] only).
     #[arg(long)]
     pub no_normalize: bool,
+    /// Layers measured at every evaluation (NC1, NCC accuracy and the other metrics that need
+    /// no classifier, on train and test): last (the penultimate features only), all, or
+    /// comma-separated layer numbers from 1 (MLP hidden layers; ResNet/WRN stages).
+    #[arg(long, default_value = "last", value_name = "last|all|LIST")]
+    pub nc_layers: String,
     /// Also write features_train.npz and features_test.npz (readable by `nclab analyze`).
     #[arg(long)]
     pub save_features: bool,
@@ -191,6 +197,7 @@ fn config_from(args: &Args) -> Result<CheckedConfig> {
     cfg.save_features = args.save_features;
     cfg.device = args.device.clone();
     cfg.convention = args.convention.convention();
+    cfg.nc_layers = LayerSelection::parse(&args.nc_layers).map_err(train_error)?;
     cfg.validate().map_err(train_error)
 }
 
@@ -368,6 +375,25 @@ mod tests {
             (
                 &["--data", "cifar10"],
                 "--data cifar10 needs a directory: cifar10:DIR",
+            ),
+            (
+                &["--depth", "3", "--nc-layers", "2,4"],
+                "--nc-layers names layer 4, but mlp with 3 hidden layers has layers 1..3 \
+                 (hidden1, hidden2, hidden3)",
+            ),
+            (
+                &["--model", "resnet18", "--nc-layers", "5"],
+                "--nc-layers names layer 5, but resnet18 (4 stages) has layers 1..4 \
+                 (stage1, stage2, stage3, stage4)",
+            ),
+            (
+                &["--nc-layers", "some"],
+                "--nc-layers must be last, all or comma-separated layer numbers (1, 2, ...), \
+                 got \"some\"",
+            ),
+            (
+                &["--nc-layers", "0"],
+                "--nc-layers numbers layers from 1, got 0",
             ),
         ];
         // anyhow's alternate form shows the context and its cause, as main prints them
