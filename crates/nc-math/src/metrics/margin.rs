@@ -458,6 +458,62 @@ mod tests {
     }
 
     #[test]
+    fn a_minimiser_beyond_the_first_chunk_is_found() {
+        // x_m = e_0 above a triangle of rows at colatitude theta: its distance from their hull
+        // is 1 - cos theta, and h = x_m bounds it exactly. Nine pairs of rows alpha apart, each
+        // pair in its own plane orthogonal to everything else, have bounds near 1 - cos alpha
+        // (below x_m's) but distances near alpha / 2 (above it): they fill the first chunks.
+        let (theta, alpha) = (0.99f64.acos(), 0.1f64);
+        let d = 3 + 2 * 9;
+        let mut cols: Vec<Vec<f64>> = vec![];
+        let mut col = |entries: &[(usize, f64)]| {
+            let mut c = vec![0.0; d];
+            for &(i, v) in entries {
+                c[i] = v;
+            }
+            cols.push(c);
+        };
+        for p in 0..9 {
+            for sign in [-1.0, 1.0] {
+                let (a, b) = (3 + 2 * p, 4 + 2 * p);
+                col(&[(a, (alpha / 2.0).cos()), (b, sign * (alpha / 2.0).sin())]);
+            }
+        }
+        col(&[(0, 1.0)]);
+        for r in 0..3 {
+            let phi = 2.0 * std::f64::consts::PI * r as f64 / 3.0;
+            col(&[
+                (0, theta.cos()),
+                (1, theta.sin() * phi.cos()),
+                (2, theta.sin() * phi.sin()),
+            ]);
+        }
+        let k = cols.len();
+        let m = Mat::from_fn(d, k, |i, c| cols[c][i]);
+        let per_class = solved_alone(&cols);
+        let minimiser = 18;
+        let expected = 1.0 - theta.cos();
+        assert!(
+            (per_class[minimiser] - expected).abs() <= 1e-12,
+            "{per_class:?}"
+        );
+        assert!(per_class
+            .iter()
+            .enumerate()
+            .all(|(c, &v)| c == minimiser || v > 2.0 * expected));
+        let bounds = Bounds::new(m.as_ref());
+        let ahead = (0..k)
+            .filter(|&c| bounds.lower[c] < bounds.lower[minimiser])
+            .count();
+        assert!(
+            ahead >= SOLVE_CHUNK,
+            "only {ahead} classes sort before the minimiser"
+        );
+        let got = one_vs_rest_margin(m.as_ref());
+        assert!((got - expected).abs() <= 1e-12, "{got} vs {expected}");
+    }
+
+    #[test]
     fn pruning_keeps_the_minimum_of_the_classes_solved_alone() {
         // (The integration tests check the minimum against an enumeration of every face.)
         for (d, k, seed) in [
