@@ -318,23 +318,6 @@ pub fn csv_columns() -> Vec<String> {
     cols
 }
 
-/// The CSV columns of a run watching `layers` (1-based indices): [`csv_columns`], then for
-/// the training split and then the test split, every layer's [`LAYER_METRIC_COLUMNS`].
-/// Without layers, exactly [`csv_columns`].
-pub fn csv_columns_with_layers(layers: &[usize]) -> Vec<String> {
-    let mut cols = csv_columns();
-    for split in ["train", "test"] {
-        for &i in layers {
-            cols.extend(
-                LAYER_METRIC_COLUMNS
-                    .iter()
-                    .map(|m| layer_column(split, i, m)),
-            );
-        }
-    }
-    cols
-}
-
 /// One evaluation row: ordered (column, value) pairs; `None` and non-finite are null/empty.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MetricsRow {

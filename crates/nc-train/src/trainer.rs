@@ -863,7 +863,8 @@ fn make_row(
             (c, v)
         })
         .collect();
-    // The depth columns, in `csv_columns_with_layers`' order: split, layer, metric.
+    // Then the depth columns: training split before test, layers in order, each layer's
+    // LAYER_METRIC_COLUMNS (the CSV header is the first row's columns).
     for (split, e) in [("train", tr), ("test", te)] {
         for l in &cfg.watched_layers {
             let m = e

@@ -85,6 +85,12 @@ fn last_leaves_every_output_byte_identical() {
     }
 }
 
+/// The last evaluation row of a run's metrics.jsonl.
+fn last_metrics_row(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
 fn npz_f32(
     arrays: &std::collections::BTreeMap<String, nc_data::NpyArray>,
     key: &str,
@@ -136,14 +142,7 @@ fn per_layer_metrics_equal_the_engine_on_each_layers_features() {
     let c = cfg(3, "all").validate().unwrap();
     assert_eq!(c.watched_layers.len(), 3);
     train(c.clone(), &out, RunOptions::default()).unwrap();
-    let last: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(out.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let last = last_metrics_row(&out);
     let train_f = nc_data::npz::read_npz(&out.join("features_train.npz")).unwrap();
     let test_f = nc_data::npz::read_npz(&out.join("features_test.npz")).unwrap();
     let (ytr, yte) = (labels_of(&train_f), labels_of(&test_f));
@@ -277,14 +276,7 @@ fn resnet_stages_equal_the_blocks_run_by_hand() {
     let dims: Vec<usize> = c.watched_layers.iter().map(|l| l.dim).collect();
     assert_eq!(dims, vec![8, 16, 32, 64]);
     train(c.clone(), &out, RunOptions::default()).unwrap();
-    let last: serde_json::Value = serde_json::from_str(
-        std::fs::read_to_string(out.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let last = last_metrics_row(&out);
     let train_f = nc_data::npz::read_npz(&out.join("features_train.npz")).unwrap();
     let ytr = labels_of(&train_f);
     let n = ytr.len();
