@@ -18,6 +18,8 @@
 //! Features stored plainly (a `.npy` file, an uncompressed `.npz` member as `np.savez` writes
 //! it, any float `.safetensors` tensor) are read in place from the memory-mapped file
 //! ([`FloatData::Mapped`], see [`crate::mapped`]); compressed or Fortran-order ones are copied.
+//! [`open_feature_shard`] leaves compressed `.npz` features in the archive instead, to be
+//! inflated in row batches as they are visited ([`ShardFeatures::Deflated`]).
 //! The loader checks shapes and types only; label range against K, NaN/Inf and empty classes
 //! are the metrics crate's checks.
 
@@ -28,7 +30,7 @@ use std::path::{Path, PathBuf};
 use crate::array::{shape_string, ArrayData, ArraySlice, ArrayView, NpyArray};
 use crate::error::{DataError, Result};
 use crate::mapped::MappedFloats;
-use crate::npz::{list_or_none, NpzReader};
+use crate::npz::{list_or_none, DeflatedFloats, NpzReader};
 use crate::safetensors::SafetensorsReader;
 use crate::torch::TorchReader;
 
@@ -153,9 +155,33 @@ impl FloatSlice<'_> {
     }
 }
 
-/// The contents of a feature file, validated.
+/// The features of a feature file opened as one shard of a larger set
+/// ([`open_feature_shard`]): held (in memory or mapped in place) like [`FloatData`], or a
+/// compressed `.npz` member to be inflated in row batches as it is visited.
 #[derive(Clone, Debug, PartialEq)]
-pub struct FeatureSet {
+pub enum ShardFeatures {
+    Held(FloatData),
+    Deflated(DeflatedFloats),
+}
+
+impl ShardFeatures {
+    /// `float32` or `float64`.
+    pub fn dtype_name(&self) -> &'static str {
+        match self {
+            ShardFeatures::Held(data) => data.dtype_name(),
+            ShardFeatures::Deflated(d) => d.dtype().name(),
+        }
+    }
+}
+
+/// A feature file opened for streaming: everything but compressed features read.
+pub type FeatureShard = FeatureSet<ShardFeatures>;
+
+/// The contents of a feature file, validated. `F` holds the features: [`FloatData`] (read
+/// or mapped whole, from [`load_feature_file`]) or [`ShardFeatures`] (compressed members
+/// left to be streamed, from [`open_feature_shard`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeatureSet<F = FloatData> {
     /// The file or directory it was read from.
     pub path: PathBuf,
     /// N, the number of rows of `features`.
@@ -163,7 +189,7 @@ pub struct FeatureSet {
     /// d, the number of columns of `features`.
     pub dim: usize,
     /// N x d, row-major, in the file's precision.
-    pub features: FloatData,
+    pub features: F,
     /// N labels.
     pub labels: Vec<u32>,
     /// K x d classifier, row-major, if the file has one.
@@ -207,6 +233,10 @@ pub(crate) trait ArraySource {
     /// The float array `key` in place, when it is stored so that it can be (shape, view);
     /// `Ok(None)` otherwise, including when it is missing.
     fn map_floats(&mut self, key: &str) -> Result<Option<(Vec<usize>, MappedFloats)>>;
+    /// The float array `key` left compressed, to be streamed; only `.npz` members can be.
+    fn deflated_floats(&mut self, _key: &str) -> Result<Option<(Vec<usize>, DeflatedFloats)>> {
+        Ok(None)
+    }
 }
 
 impl ArraySource for NpzReader {
@@ -221,6 +251,9 @@ impl ArraySource for NpzReader {
     }
     fn map_floats(&mut self, key: &str) -> Result<Option<(Vec<usize>, MappedFloats)>> {
         NpzReader::map_floats(self, key)
+    }
+    fn deflated_floats(&mut self, key: &str) -> Result<Option<(Vec<usize>, DeflatedFloats)>> {
+        NpzReader::deflated_floats(self, key)
     }
 }
 
@@ -309,9 +342,37 @@ impl ArraySource for NpyDirectory {
 
 /// Loads and validates a feature file (see the module documentation for the layout).
 pub fn load_feature_file(path: &Path, keys: &FeatureKeys) -> Result<FeatureSet> {
+    open_with(path, keys, &mut |path, source, key| {
+        held_features(path, source, key)
+    })
+}
+
+/// Opens and validates a feature file as one shard of a larger set: as
+/// [`load_feature_file`], except that compressed `.npz` features (`np.savez_compressed`) are
+/// left in the archive, to be inflated in row batches as they are visited
+/// ([`DeflatedFloats::for_each_batch`]), rather than read whole.
+pub fn open_feature_shard(path: &Path, keys: &FeatureKeys) -> Result<FeatureShard> {
+    open_with(path, keys, &mut |path, source, key| {
+        if let Some((shape, deflated)) = source.deflated_floats(key)? {
+            return Ok((shape, ShardFeatures::Deflated(deflated)));
+        }
+        let (shape, data) = held_features(path, source, key)?;
+        Ok((shape, ShardFeatures::Held(data)))
+    })
+}
+
+/// Reads the features `key` of `source`: their shape and data.
+type FeatureReader<'a, F> =
+    dyn FnMut(&Path, &mut dyn ArraySource, &str) -> Result<(Vec<usize>, F)> + 'a;
+
+fn open_with<F>(
+    path: &Path,
+    keys: &FeatureKeys,
+    read_features: &mut FeatureReader<'_, F>,
+) -> Result<FeatureSet<F>> {
     let metadata = fs::metadata(path).map_err(|e| DataError::open(path, FEATURE_FILE_KINDS, e))?;
     if metadata.is_dir() {
-        return load_from(path, &mut NpyDirectory::open(path)?, keys);
+        return load_from(path, &mut NpyDirectory::open(path)?, keys, read_features);
     }
     match path
         .extension()
@@ -319,9 +380,14 @@ pub fn load_feature_file(path: &Path, keys: &FeatureKeys) -> Result<FeatureSet> 
         .map(str::to_ascii_lowercase)
         .as_deref()
     {
-        Some("npz") => load_from(path, &mut NpzReader::open(path)?, keys),
-        Some("safetensors") => load_from(path, &mut SafetensorsReader::open(path)?, keys),
-        Some("pt" | "pth") => load_from(path, &mut TorchReader::open(path)?, keys),
+        Some("npz") => load_from(path, &mut NpzReader::open(path)?, keys, read_features),
+        Some("safetensors") => load_from(
+            path,
+            &mut SafetensorsReader::open(path)?,
+            keys,
+            read_features,
+        ),
+        Some("pt" | "pth") => load_from(path, &mut TorchReader::open(path)?, keys, read_features),
         Some("npy") => Err(DataError::UnsupportedFileKind {
             path: path.to_path_buf(),
             expected:
@@ -369,29 +435,40 @@ fn float_values(path: &Path, key: &str, array: &NpyArray, role: &str) -> Result<
     Ok(array.to_f64_vec())
 }
 
-fn load_from(path: &Path, source: &mut dyn ArraySource, keys: &FeatureKeys) -> Result<FeatureSet> {
-    // Features: N x d floats, kept in their precision, in place where the file allows.
-    let (shape, features) = match source.map_floats(&keys.features)? {
-        Some((shape, mapped)) => (shape, FloatData::Mapped(mapped)),
-        None => {
-            let array = read_required(path, source, &keys.features)?;
-            let data = match array.data {
-                ArrayData::F32(v) => FloatData::F32(v),
-                ArrayData::F64(v) => FloatData::F64(v),
-                other => {
-                    return Err(DataError::array(
-                        path,
-                        &keys.features,
-                        format!(
-                            "has dtype {}, expected float32 or float64",
-                            other.dtype_name()
-                        ),
-                    ))
-                }
-            };
-            (array.shape, data)
+/// Features: N x d floats, kept in their precision, in place where the file allows.
+fn held_features(
+    path: &Path,
+    source: &mut dyn ArraySource,
+    key: &str,
+) -> Result<(Vec<usize>, FloatData)> {
+    if let Some((shape, mapped)) = source.map_floats(key)? {
+        return Ok((shape, FloatData::Mapped(mapped)));
+    }
+    let array = read_required(path, source, key)?;
+    let data = match array.data {
+        ArrayData::F32(v) => FloatData::F32(v),
+        ArrayData::F64(v) => FloatData::F64(v),
+        other => {
+            return Err(DataError::array(
+                path,
+                key,
+                format!(
+                    "has dtype {}, expected float32 or float64",
+                    other.dtype_name()
+                ),
+            ))
         }
     };
+    Ok((array.shape, data))
+}
+
+fn load_from<F>(
+    path: &Path,
+    source: &mut dyn ArraySource,
+    keys: &FeatureKeys,
+    read_features: &mut FeatureReader<'_, F>,
+) -> Result<FeatureSet<F>> {
+    let (shape, features) = read_features(path, source, &keys.features)?;
     let (num_samples, dim) = match shape[..] {
         [_, 0] => {
             return Err(DataError::array(

@@ -36,10 +36,12 @@ pub use cifar::{load_cifar100_dir, load_cifar10_dir};
 pub use embedded::embedded_mnist;
 pub use error::{DataError, Result};
 pub use features::{
-    load_feature_file, save_feature_file, save_feature_npz, save_feature_safetensors,
-    FeatureExport, FeatureKeys, FeatureSet, FloatData, FloatSlice,
+    load_feature_file, open_feature_shard, save_feature_file, save_feature_npz,
+    save_feature_safetensors, FeatureExport, FeatureKeys, FeatureSet, FeatureShard, FloatData,
+    FloatSlice, ShardFeatures,
 };
 pub use idx::{load_mnist_dir, ImageSet};
 pub use io::write_atomic;
 pub use mapped::MappedFloats;
+pub use npz::DeflatedFloats;
 pub use synthetic::{SyntheticData, SyntheticSpec, SyntheticSplit};

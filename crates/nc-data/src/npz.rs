@@ -14,17 +14,17 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
 use zip::result::ZipError;
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
-use crate::array::{ArrayView, NpyArray};
+use crate::array::{shape_string, ArrayView, DType, NpyArray};
 use crate::error::{DataError, Result};
 use crate::mapped::{crc32, map_file, MappedFloats};
-use crate::npy::{self, NpyProblem};
+use crate::npy::{self, NpyHeader, NpyProblem};
 
 const FORMAT: &str = ".npz";
 
@@ -175,6 +175,46 @@ impl NpzReader {
         Ok(Some(mapped))
     }
 
+    /// The float array `name` as a [`DeflatedFloats`], to be read in row batches, when its
+    /// member is compressed and its header declares a 2-D little-endian float32/float64 array
+    /// in C order whose size matches the zip directory; `Ok(None)` for anything else (a
+    /// missing, stored or other member), which [`NpzReader::read`] then reads or reports.
+    pub fn deflated_floats(&mut self, name: &str) -> Result<Option<(Vec<usize>, DeflatedFloats)>> {
+        if !self.contains(name) {
+            return Ok(None);
+        }
+        let member = format!("{name}.npy");
+        let path = &self.path;
+        let mut file = self
+            .archive
+            .by_name(&member)
+            .map_err(|e| zip_error(path, &format!("member '{member}'"), e))?;
+        if file.compression() == CompressionMethod::Stored || file.encrypted() {
+            return Ok(None);
+        }
+        let size = file.size();
+        let Ok(header) = npy::read_header(&mut file) else {
+            return Ok(None);
+        };
+        let (&[rows, cols], Some(data_bytes)) = (&header.shape[..], header.data_bytes()) else {
+            return Ok(None);
+        };
+        if header.fortran_order
+            || !matches!(header.dtype, DType::F32 | DType::F64)
+            || (header.data_offset as u64).checked_add(data_bytes as u64) != Some(size)
+        {
+            return Ok(None);
+        }
+        let deflated = DeflatedFloats {
+            path: path.clone(),
+            member,
+            header: header.clone(),
+            rows,
+            cols,
+        };
+        Ok(Some((header.shape, deflated)))
+    }
+
     /// Reads every array of the archive.
     pub fn read_all(&mut self) -> Result<BTreeMap<String, NpyArray>> {
         let names = self.names.clone();
@@ -182,6 +222,98 @@ impl NpzReader {
             .into_iter()
             .map(|name| self.read(&name).map(|a| (name, a)))
             .collect()
+    }
+}
+
+/// A compressed float member of an `.npz` archive (as `np.savez_compressed` writes one),
+/// read on demand in row batches ([`DeflatedFloats::for_each_batch`]) so that a large member
+/// never has to be inflated whole: memory is one batch, however many rows the member holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeflatedFloats {
+    path: PathBuf,
+    member: String,
+    /// The member's header as first read; a reread must find the same one.
+    header: NpyHeader,
+    rows: usize,
+    cols: usize,
+}
+
+impl DeflatedFloats {
+    /// float32 or float64.
+    pub fn dtype(&self) -> DType {
+        self.header.dtype
+    }
+
+    /// The number of elements (rows x columns).
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Inflates the member from its start and calls `visit(bytes, rows)` with consecutive
+    /// batches of at most `batch_rows` rows (at least one), each as the little-endian bytes of
+    /// `rows` x columns elements, in order. The member's CRC-32 is checked at its end (by the
+    /// zip reader): a corrupt member is reported after the batches before the damage were
+    /// visited, so a caller must discard what it accumulated when this returns an error.
+    pub fn for_each_batch(
+        &self,
+        batch_rows: usize,
+        mut visit: impl FnMut(&[u8], usize) -> Result<()>,
+    ) -> Result<()> {
+        let path = &self.path;
+        let member = &self.member;
+        let mut reader = NpzReader::open(path)?;
+        let mut file = reader
+            .archive
+            .by_name(member)
+            .map_err(|e| zip_error(path, &format!("member '{member}'"), e))?;
+        let header = npy::read_header(&mut file).map_err(|p| member_error(p, path, member))?;
+        if header != self.header {
+            return Err(DataError::format(
+                path,
+                FORMAT,
+                format!(
+                    "member '{member}' changed while it was read (its header now declares shape {})",
+                    shape_string(&header.shape)
+                ),
+            ));
+        }
+        let row_bytes = self.cols * self.header.dtype.size();
+        let batch_rows = batch_rows.clamp(1, self.rows.max(1));
+        let mut buffer = vec![0u8; batch_rows * row_bytes];
+        let mut done = 0;
+        while done < self.rows {
+            let rows = batch_rows.min(self.rows - done);
+            let bytes = &mut buffer[..rows * row_bytes];
+            file.read_exact(bytes).map_err(|e| {
+                let problem = if e.kind() == io::ErrorKind::UnexpectedEof {
+                    NpyProblem::Invalid(format!(
+                        "truncated: the header promises {} rows, but the data end after {done} to {} rows",
+                        self.rows,
+                        done + rows
+                    ))
+                } else {
+                    NpyProblem::Io(e)
+                };
+                member_error(problem, path, member)
+            })?;
+            visit(bytes, rows)?;
+            done += rows;
+        }
+        // Reading past the end makes the zip reader check the member's CRC-32.
+        let mut probe = [0u8; 1];
+        match file.read(&mut probe) {
+            Ok(0) => Ok(()),
+            Ok(_) => Err(DataError::format(
+                path,
+                FORMAT,
+                format!("member '{member}': unexpected bytes after its data"),
+            )),
+            Err(e) => Err(member_error(NpyProblem::Io(e), path, member)),
+        }
     }
 }
 

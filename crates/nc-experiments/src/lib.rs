@@ -8,7 +8,10 @@
 //! - [`depth`]: neural collapse through depth (runs watching layers) in reports.
 //! - [`comparison`]: feature equivalence between runs, per watched layer as well.
 //! - [`presets`]: the plans of `nclab reproduce`.
-//! - [`analysis`]: the path from a feature file to every NC metric.
+//! - [`analysis`]: from a feature set in memory to every NC metric.
+//! - [`sharded`]: feature files, one or several (shards), to every NC metric, streaming;
+//!   the same per shard across processes through partial states.
+//! - [`partial`]: partial-state files of the engine's two phases (shared with Python).
 //!
 //! Nothing here parses command lines, prints or draws: front ends (the `nclab` CLI) do that.
 
@@ -17,9 +20,11 @@ pub mod analysis;
 pub mod comparison;
 pub mod depth;
 pub mod error;
+pub mod partial;
 pub mod presets;
 pub mod run_dir;
 pub mod runs;
+pub mod sharded;
 pub mod sweep;
 
 pub use error::{Error, Result};

@@ -13,6 +13,9 @@ pub enum BindError {
     /// A partial state could not be read or merged.
     #[error(transparent)]
     Data(#[from] nc_data::DataError),
+    /// A partial state could not be decoded or its plan does not fit (shared with the CLI).
+    #[error(transparent)]
+    Experiments(#[from] nc_experiments::Error),
     /// An argument has a bad value (message names the argument).
     #[error("{0}")]
     Value(String),

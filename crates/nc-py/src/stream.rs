@@ -68,7 +68,7 @@ fn other_state(other: &Bound<'_, PyAny>) -> Result<PartialState> {
         return Ok(s.borrow().part());
     }
     if let Ok(bytes) = other.extract::<&[u8]>() {
-        return decode_state(bytes);
+        return Ok(decode_state(bytes)?);
     }
     Err(BindError::Type(format!(
         "can merge a MeanAccumulator, a ScatterAccumulator or their bytes, not {}",
@@ -394,7 +394,7 @@ impl PyScatter {
 /// The metadata of partial-state bytes, as a dict of strings (docs/python.md).
 #[pyfunction]
 pub fn state_info<'py>(py: Python<'py>, data: &[u8]) -> Result<Bound<'py, PyDict>> {
-    let state = guard::caught(|| decode_state(data))?;
+    let state = guard::caught(|| Ok(decode_state(data)?))?;
     let (k, d) = state.shape();
     let dict = PyDict::new(py);
     dict.set_item("format", nc_data::partial_state::FORMAT)?;

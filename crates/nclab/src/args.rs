@@ -167,3 +167,29 @@ convention_args! {
     /// The per-class variance of cdnv.
     cdnv_variance: "cdnv-variance" = CdnvVariance,
 }
+
+/// The paths of `args`, with each argument that holds a glob pattern (`*`, `?`, `[`) and
+/// names no existing file replaced by its matches in sorted order: a quoted glob works where
+/// no shell expands it (a batch script, a long list of shards). A pattern that matches
+/// nothing is an error.
+pub fn expand_globs(args: &[std::path::PathBuf]) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for arg in args {
+        let text = arg.to_string_lossy();
+        if arg.exists() || !text.contains(['*', '?', '[']) {
+            files.push(arg.clone());
+            continue;
+        }
+        let pattern = glob::glob(&text)
+            .map_err(|e| anyhow::anyhow!("{text}: not a valid glob pattern: {e}"))?;
+        let mut matched = pattern
+            .map(|entry| entry.map_err(|e| anyhow::anyhow!("{text}: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if matched.is_empty() {
+            anyhow::bail!("{text}: no file matches this pattern");
+        }
+        matched.sort();
+        files.extend(matched);
+    }
+    Ok(files)
+}

@@ -32,8 +32,10 @@ fn parse_memory(text: &str) -> Result<u64, String> {
 enum Command {
     /// The main job: the paper's experiment at a preset scale (default: ~15 min on a laptop CPU).
     Reproduce(cmd::reproduce::Args),
-    /// Compute every neural-collapse metric of a feature file (.npz, .safetensors, .pt/.pth or a directory of .npy).
+    /// Compute every neural-collapse metric of a feature file (.npz, .safetensors, .pt/.pth or a directory of .npy), or of several files as shards of one set.
     Analyze(cmd::analyze::Args),
+    /// Merge the partial states of `analyze --phase means|scatter` run per shard (e.g. by a batch scheduler).
+    Merge(cmd::merge::Args),
     /// Solve the unconstrained feature model for one loss and check it against the closed-form optimum.
     Ufm(cmd::ufm::Args),
     /// Probe the UFM landscape: random restarts and curvature at critical points.
@@ -56,6 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Reproduce(args) => cmd::reproduce::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
+        Command::Merge(args) => cmd::merge::run(args),
         Command::Ufm(args) => cmd::ufm::run(args),
         Command::Landscape(args) => cmd::landscape::run(args),
         Command::Train(args) => cmd::train::run(args),

@@ -2,6 +2,7 @@
 pub mod analyze;
 pub mod compare;
 pub mod landscape;
+pub mod merge;
 pub mod report;
 pub mod reproduce;
 pub mod sweep;
