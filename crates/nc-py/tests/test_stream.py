@@ -405,3 +405,37 @@ def test_bytes_of_the_first_format_version_still_read():
     assert nclab.state_info(old)["convention"] == "nclab"
     old1 = (FIXTURES / "partial_state_v1_phase1.safetensors").read_bytes()
     assert nclab.MeanAccumulator.from_bytes(old1).to_bytes() == old1
+
+
+def test_states_from_python_and_from_the_cli_merge(cli, tmp_path):
+    """A worker in Python and a batch job of `nclab analyze --phase` write the same format:
+    `nclab merge` adds them, and the metrics are those of one call over all rows."""
+    import json
+    import subprocess
+
+    h, y, w, b = _data(24)
+    once = nclab.metrics(h, y, w, b)
+    cut = 90
+    np.savez(tmp_path / "cli_shard.npz", features=h[cut:], labels=y[cut:], weight=w, bias=b)
+    python_means = nclab.MeanAccumulator(6, 10)
+    python_means.add(h[:cut], y[:cut])
+    (tmp_path / "py.means").write_bytes(python_means.to_bytes())
+
+    def run(*args):
+        out = subprocess.run([cli, *map(str, args)], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    shard = tmp_path / "cli_shard.npz"
+    run("analyze", "--phase", "means", shard, "--num-classes", 6, "--out", tmp_path / "cli.means")
+    run("merge", tmp_path / "py.means", tmp_path / "cli.means", "--out", tmp_path / "all.means")
+    # Python's plan from the merged means the CLI wrote, and the CLI's phase 2 with them.
+    merged = nclab.MeanAccumulator.from_bytes((tmp_path / "all.means").read_bytes())
+    python_scatter = merged.scatter(w.astype(np.float64), b.astype(np.float64))
+    python_scatter.add(h[:cut], y[:cut])
+    (tmp_path / "py.scatter").write_bytes(python_scatter.to_bytes())
+    run("analyze", "--phase", "scatter", shard, "--num-classes", 6, "--means", tmp_path / "all.means",
+        "--out", tmp_path / "cli.scatter")
+    result = json.loads(run("merge", tmp_path / "py.scatter", tmp_path / "cli.scatter",
+                            "--means", tmp_path / "all.means", "--classifier-from", shard, "--json"))
+    assert_metrics_close(result, once, rtol=1e-12, atol=1e-15)
