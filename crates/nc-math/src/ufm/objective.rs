@@ -9,9 +9,9 @@
 //! feature `h_i` is contiguous, and `H` read as row-major is the N x d feature matrix).
 
 use crate::error::{Error, Result};
+use crate::linalg::multiply;
 use crate::loss::Loss;
 use crate::vector::dot;
-use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
@@ -214,12 +214,11 @@ impl Ufm {
     fn block_logits(&self, at: &Blocks<'_>, h_block: MatRef<'_, f64>) -> Vec<f64> {
         let (k, cols) = (self.classes, h_block.ncols());
         let mut z = vec![0.0; k * cols];
-        matmul(
+        multiply(
             MatMut::from_column_major_slice_mut(&mut z, k, cols),
             Accum::Replace,
             at.w,
             h_block,
-            1.0,
             Par::Seq,
         );
         z.chunks_exact_mut(k)
@@ -282,7 +281,7 @@ impl Ufm {
                     }
                     let g = MatRef::from_column_major_slice(&g, k, cols);
                     let sum_w = MatMut::from_column_major_slice_mut(&mut sums.w, k, d);
-                    matmul(sum_w, Accum::Add, g, h_block.transpose(), 1.0, Par::Seq);
+                    multiply(sum_w, Accum::Add, g, h_block.transpose(), Par::Seq);
                     add_row_sums(g, &mut sums.b);
                     // grad_H_B = W^T G_B + lH H_B
                     grad_h_block
@@ -291,7 +290,7 @@ impl Ufm {
                         .for_each(|(o, h)| *o = self.lambda_h * h);
                     sums.h_squares += dot(h_slice, h_slice);
                     let grad_h_block = MatMut::from_column_major_slice_mut(grad_h_block, d, cols);
-                    matmul(grad_h_block, Accum::Add, at.w.transpose(), g, 1.0, Par::Seq);
+                    multiply(grad_h_block, Accum::Add, at.w.transpose(), g, Par::Seq);
                     sums
                 },
             )
@@ -330,15 +329,8 @@ impl Ufm {
                     // dZ_B = dW H_B + W dH_B (+ db below)
                     let mut dz = vec![0.0; k * cols];
                     let mut dz_mat = MatMut::from_column_major_slice_mut(&mut dz, k, cols);
-                    matmul(
-                        dz_mat.as_mut(),
-                        Accum::Replace,
-                        dir.w,
-                        h_block,
-                        1.0,
-                        Par::Seq,
-                    );
-                    matmul(dz_mat.as_mut(), Accum::Add, at.w, dh_block, 1.0, Par::Seq);
+                    multiply(dz_mat.as_mut(), Accum::Replace, dir.w, h_block, Par::Seq);
+                    multiply(dz_mat.as_mut(), Accum::Add, at.w, dh_block, Par::Seq);
                     // G_B = grad L / N and dG_B = Hess L dZ_B / N, the latter in place of dZ_B.
                     let mut g = vec![0.0; k * cols];
                     let mut scratch = vec![0.0; k];
@@ -364,37 +356,33 @@ impl Ufm {
                     let g = MatRef::from_column_major_slice(&g, k, cols);
                     let dg = MatRef::from_column_major_slice(&dz, k, cols);
                     let mut sum_w_mat = MatMut::from_column_major_slice_mut(&mut sums.w, k, d);
-                    matmul(
+                    multiply(
                         sum_w_mat.as_mut(),
                         Accum::Add,
                         dg,
                         h_block.transpose(),
-                        1.0,
                         Par::Seq,
                     );
-                    matmul(
+                    multiply(
                         sum_w_mat.as_mut(),
                         Accum::Add,
                         g,
                         dh_block.transpose(),
-                        1.0,
                         Par::Seq,
                     );
                     let mut out_h_mat = MatMut::from_column_major_slice_mut(out_h_block, d, cols);
-                    matmul(
+                    multiply(
                         out_h_mat.as_mut(),
                         Accum::Replace,
                         dir.w.transpose(),
                         g,
-                        1.0,
                         Par::Seq,
                     );
-                    matmul(
+                    multiply(
                         out_h_mat.as_mut(),
                         Accum::Add,
                         at.w.transpose(),
                         dg,
-                        1.0,
                         Par::Seq,
                     );
                     add_row_sums(dg, &mut sums.b);
