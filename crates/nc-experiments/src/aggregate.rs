@@ -3,7 +3,9 @@
 //! and the tables (`summary.csv`, Markdown, plain text). Drawing is left to the front end.
 
 use crate::error::{Error, Result};
+use crate::run_dir::Summary;
 use crate::runs::{self, Run, Unreadable};
+use crate::stats::Welch;
 use nc_math::loss::LossKind;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -21,19 +23,54 @@ pub const NC_CURVES: [(&str, &str); 5] = [
 /// The accuracy curves: train, validation, test.
 pub const ACCURACY_CURVES: [&str; 3] = ["train_acc", "val_acc", "test_acc"];
 
-/// Mean and sample standard deviation (ddof 1; None for a single value).
-pub fn mean_std(values: &[f64]) -> (f64, Option<f64>) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n;
-    let std = (values.len() > 1)
-        .then(|| (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
-    (mean, std)
-}
+pub use crate::stats::mean_std;
 
 /// The mean of values that are all present (None if any is missing or there are none).
 fn mean_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
     let v: Vec<f64> = values.collect::<Option<Vec<f64>>>()?;
     (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// Evaluations averaged for the terminal-phase test accuracy: the last five (with the
+/// default `eval_every` of E/100, the last 4% of training).
+pub const TERMINAL_WINDOW: usize = 5;
+
+/// Validation samples from which the best-validation checkpoint can be the headline: its
+/// accuracy then moves in steps of at most 0.1%, fine enough for differences between losses
+/// of a few tenths of a percent. Below it (the default job holds out 140 digits, steps of
+/// 0.7%, ties frequent) the selection mostly picks an early epoch by noise.
+pub const MIN_VALIDATION_FOR_SELECTION: usize = 1000;
+
+/// Which test accuracy a report leads with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Headline {
+    /// Mean test accuracy over the last [`TERMINAL_WINDOW`] evaluations: the network at the
+    /// end of training, in the terminal phase the paper is about.
+    Terminal,
+    /// Test accuracy of the best-validation checkpoint (the paper's convention; ties go to
+    /// the latest epoch).
+    BestValidation,
+}
+
+impl Headline {
+    pub fn label(self) -> &'static str {
+        match self {
+            Headline::Terminal => "terminal-phase test acc",
+            Headline::BestValidation => "best-val test acc",
+        }
+    }
+}
+
+/// Mean of column `key` over the last `window` evaluation rows that hold it.
+fn tail_mean(run: &Run, key: &str, window: usize) -> Option<f64> {
+    let values: Vec<f64> = run
+        .rows
+        .iter()
+        .rev()
+        .filter_map(|row| row.get(key).copied())
+        .take(window)
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
 /// One (width, epochs, loss) cell of the sweep, over its seeds.
@@ -43,11 +80,23 @@ pub struct CellResult {
     pub epochs: usize,
     pub loss: LossKind,
     pub seeds: usize,
-    /// Best-validation test accuracy: mean and std over seeds.
+    /// The headline test accuracy of each seed (as [`Report::headline`] says), in run order.
+    pub headline_values: Vec<f64>,
+    /// Their mean and sample std over seeds.
     pub test_acc: (f64, Option<f64>),
+    /// Test accuracy at the last epoch: mean and std over seeds.
+    pub final_test_acc: (f64, Option<f64>),
+    /// Mean test accuracy over the last [`TERMINAL_WINDOW`] evaluations: mean, std over seeds.
+    pub terminal_test_acc: (f64, Option<f64>),
+    /// Test accuracy of the best-validation checkpoint: mean and std over seeds.
+    pub best_val_test_acc: (f64, Option<f64>),
+    /// The epoch each seed's best-validation checkpoint was selected at.
+    pub best_epochs: Vec<usize>,
     pub final_train_acc: f64,
     pub initial_train_nc1: Option<f64>,
     pub final_train_nc1: Option<f64>,
+    /// log10 of each seed's final train NC1 (the seeds whose last row has it).
+    pub log_final_train_nc1: Vec<f64>,
     pub final_train_nc2: Option<f64>,
     pub final_train_nc3: Option<f64>,
     pub final_test_nc1: Option<f64>,
@@ -77,28 +126,87 @@ impl LossRuns {
             .collect()
     }
 
-    fn result(&self, width: f64, epochs: usize) -> CellResult {
-        let summaries: Vec<_> = self
+    fn result(&self, width: f64, epochs: usize, headline: Headline) -> CellResult {
+        let finished: Vec<(&Run, &Summary)> = self
             .runs
             .iter()
-            .filter_map(|r| r.summary.as_ref())
+            .filter_map(|r| r.summary.as_ref().map(|s| (r, s)))
             .collect();
-        let test: Vec<f64> = summaries.iter().map(|s| s.best_val_test_acc).collect();
+        let terminal: Vec<f64> = finished
+            .iter()
+            .map(|(run, s)| tail_mean(run, "test_acc", TERMINAL_WINDOW).unwrap_or(s.final_test_acc))
+            .collect();
+        let best_val: Vec<f64> = finished.iter().map(|(_, s)| s.best_val_test_acc).collect();
+        let final_test: Vec<f64> = finished.iter().map(|(_, s)| s.final_test_acc).collect();
+        let headline_values = match headline {
+            Headline::Terminal => terminal.clone(),
+            Headline::BestValidation => best_val.clone(),
+        };
         let last = |key: &str| mean_of(self.runs.iter().map(|r| r.last(key)));
         CellResult {
             width,
             epochs,
             loss: self.loss,
             seeds: self.runs.len(),
-            test_acc: mean_std(&test),
-            final_train_acc: summaries.iter().map(|s| s.final_train_acc).sum::<f64>()
-                / summaries.len() as f64,
+            test_acc: mean_std(&headline_values),
+            headline_values,
+            final_test_acc: mean_std(&final_test),
+            terminal_test_acc: mean_std(&terminal),
+            best_val_test_acc: mean_std(&best_val),
+            best_epochs: finished.iter().map(|(_, s)| s.best_epoch).collect(),
+            final_train_acc: finished.iter().map(|(_, s)| s.final_train_acc).sum::<f64>()
+                / finished.len() as f64,
             initial_train_nc1: mean_of(self.runs.iter().map(|r| r.first("train_nc1"))),
             final_train_nc1: last("train_nc1"),
+            log_final_train_nc1: self
+                .runs
+                .iter()
+                .filter_map(|r| r.last("train_nc1"))
+                .filter(|v| *v > 0.0)
+                .map(f64::log10)
+                .collect(),
             final_train_nc2: last("train_nc2"),
             final_train_nc3: last("train_nc3"),
             final_test_nc1: last("test_nc1"),
         }
+    }
+}
+
+/// One loss against CE at one (width, epochs) setting, over seeds: Welch's two-sided t-test
+/// of the headline test accuracy and of log10 final train NC1 (None with fewer than two
+/// seeds on either side).
+#[derive(Debug, Clone)]
+pub struct VersusCe {
+    pub width: f64,
+    pub epochs: usize,
+    pub loss: LossKind,
+    /// Mean headline accuracy minus CE's.
+    pub acc_diff: f64,
+    pub acc_test: Option<Welch>,
+    /// Mean log10 final train NC1 minus CE's.
+    pub log_nc1_diff: Option<f64>,
+    pub log_nc1_test: Option<Welch>,
+}
+
+/// The significance level the findings use.
+pub const SIGNIFICANCE: f64 = 0.05;
+
+/// "differs from CE" / "within seed noise" for a test at [`SIGNIFICANCE`].
+fn verdict(test: Option<Welch>) -> &'static str {
+    match test {
+        None => "n/a (one seed)",
+        Some(w) if w.p < SIGNIFICANCE => "differs",
+        Some(_) => "within seed noise",
+    }
+}
+
+/// `t = .., df = .., p = ..` of a test, or `n/a`.
+fn welch_text(test: Option<Welch>) -> String {
+    match test {
+        None => "n/a".into(),
+        Some(w) if w.df.is_nan() => format!("no spread on either side, p = {}", w.p),
+        Some(w) if w.p < 1e-3 => format!("t = {:.2}, df = {:.1}, p = {:.1e}", w.t, w.df, w.p),
+        Some(w) => format!("t = {:.2}, df = {:.1}, p = {:.3}", w.t, w.df, w.p),
     }
 }
 
@@ -126,6 +234,8 @@ pub struct HeatmapGrid {
     pub values: Vec<Vec<Option<f64>>>,
     /// Whether 0 is the centre of the colour scale.
     pub diverging: bool,
+    /// What the colour scale measures.
+    pub units: &'static str,
 }
 
 /// A folder of runs, aggregated.
@@ -142,6 +252,55 @@ pub struct Report {
     pub unreadable: Vec<Unreadable>,
     /// The metric convention every run recorded (docs/metrics.md, "Conventions").
     pub convention: String,
+    /// Which test accuracy the tables, heatmaps and tests lead with.
+    pub headline: Headline,
+    /// Why that one (a sentence for the report).
+    pub headline_reason: String,
+}
+
+/// Best-validation selection leads only if every finished run held out at least
+/// [`MIN_VALIDATION_FOR_SELECTION`] validation samples; else the terminal-phase accuracy.
+fn choose_headline(settings: &[Setting]) -> (Headline, String) {
+    let sizes: Vec<Option<usize>> = settings
+        .iter()
+        .flat_map(|s| s.losses.iter().flat_map(|l| l.runs.iter()))
+        .filter_map(|r| r.summary.as_ref().map(|s| s.val_samples))
+        .collect();
+    let smallest = sizes
+        .iter()
+        .copied()
+        .collect::<Option<Vec<usize>>>()
+        .and_then(|v| v.into_iter().min());
+    match smallest {
+        Some(n) if n >= MIN_VALIDATION_FOR_SELECTION => (
+            Headline::BestValidation,
+            format!(
+                "Test accuracy is that of the best-validation checkpoint (the paper's convention; ties go to the \
+                 latest epoch): every run held out at least {n} validation samples, so validation accuracy moves in \
+                 steps of at most {:.2}%.",
+                100.0 / n as f64
+            ),
+        ),
+        Some(n) => (
+            Headline::Terminal,
+            format!(
+                "Test accuracy is the terminal-phase one, the mean over the last {TERMINAL_WINDOW} evaluations: with \
+                 {n} validation samples (steps of {:.2}%, ties frequent) best-validation selection cannot resolve \
+                 differences between losses and mostly picks an early epoch; the best-validation number is shown \
+                 beside it with the epoch it was selected at (ties go to the latest epoch). Best-validation \
+                 selection leads from {MIN_VALIDATION_FOR_SELECTION} validation samples on.",
+                100.0 / n.max(1) as f64
+            ),
+        ),
+        None => (
+            Headline::Terminal,
+            format!(
+                "Test accuracy is the terminal-phase one, the mean over the last {TERMINAL_WINDOW} evaluations: some \
+                 runs do not record their validation size (summary.json `val_samples`), so best-validation selection \
+                 is not trusted to resolve differences between losses; it is shown beside it with its epoch."
+            ),
+        ),
+    }
 }
 
 impl Report {
@@ -191,9 +350,14 @@ impl Report {
                     .collect(),
             })
             .collect();
+        let (headline, headline_reason) = choose_headline(&settings);
         let cells = settings
             .iter()
-            .flat_map(|s| s.losses.iter().map(|l| l.result(s.width, s.epochs)))
+            .flat_map(|s| {
+                s.losses
+                    .iter()
+                    .map(move |l| l.result(s.width, s.epochs, headline))
+            })
             .collect();
         Ok(Report {
             root: root.to_path_buf(),
@@ -202,6 +366,8 @@ impl Report {
             unfinished: scan.unfinished,
             unreadable: scan.unreadable,
             convention,
+            headline,
+            headline_reason,
         })
     }
 
@@ -233,7 +399,7 @@ impl Report {
         (widths, epochs, losses)
     }
 
-    /// The heatmaps over width (rows) x epochs (columns) for `loss`: best-validation test
+    /// The heatmaps over width (rows) x epochs (columns) for `loss`: the headline test
     /// accuracy, its difference from CE's (left out for CE itself) and its std over seeds.
     pub fn heatmaps(&self, loss: LossKind) -> Vec<HeatmapGrid> {
         let (widths, epochs, _) = self.axes();
@@ -250,9 +416,10 @@ impl Report {
         };
         let mut maps = vec![HeatmapGrid {
             kind: "test_acc",
-            title: format!("{loss}: best-val test accuracy"),
+            title: format!("{loss}: {}", self.headline.label()),
             values: grid_of(&|c| Some(c.test_acc.0)),
             diverging: false,
+            units: "test accuracy (fraction)",
         }];
         if loss != LossKind::Ce {
             maps.push(HeatmapGrid {
@@ -263,6 +430,7 @@ impl Report {
                         .map(|ce| c.test_acc.0 - ce.test_acc.0)
                 }),
                 diverging: true,
+                units: "difference (fraction)",
             });
         }
         maps.push(HeatmapGrid {
@@ -270,45 +438,89 @@ impl Report {
             title: format!("{loss}: test accuracy std over seeds"),
             values: grid_of(&|c| c.test_acc.1),
             diverging: false,
+            units: "std (fraction)",
         });
         maps
     }
 
-    /// A short plain-text table: one line per (width, epochs, loss).
+    /// A short plain-text table: one line per (width, epochs, loss), then the tests against
+    /// CE where there are seeds to test.
     pub fn verdict_table(&self) -> String {
         let mut out = format!(
-            "{:>6} {:>6} {:>5} {:>16} {:>9} {:>22} {:>10}\n",
-            "width", "epochs", "loss", "test acc", "train acc", "train NC1 init -> end", "test NC1"
+            "{:>6} {:>6} {:>5} {:>5} {:>24} {:>24} {:>9} {:>22} {:>10}\n",
+            "width",
+            "epochs",
+            "loss",
+            "seeds",
+            self.headline.label(),
+            "best-val (epoch)",
+            "train acc",
+            "train NC1 init -> end",
+            "test NC1"
         );
         for c in &self.cells {
             let _ = writeln!(
                 out,
-                "{:>6} {:>6} {:>5} {:>16} {:>9.4} {:>22} {:>10}",
+                "{:>6} {:>6} {:>5} {:>5} {:>24} {:>24} {:>9.4} {:>22} {:>10}",
                 c.width,
                 c.epochs,
                 c.loss.name(),
+                c.seeds,
                 pm(c.test_acc),
+                format!(
+                    "{:.4} ({})",
+                    c.best_val_test_acc.0,
+                    epochs_text(&c.best_epochs)
+                ),
                 c.final_train_acc,
                 format!("{} -> {}", num(c.initial_train_nc1), num(c.final_train_nc1)),
                 num(c.final_test_nc1)
             );
+        }
+        let tests = self.versus_ce();
+        if tests.iter().any(|t| t.acc_test.is_some()) {
+            let _ = writeln!(
+                out,
+                "\nagainst CE over seeds (Welch's two-sided t-test, p < {SIGNIFICANCE}: differs):"
+            );
+            for t in &tests {
+                let _ = writeln!(
+                    out,
+                    "  width {} {} epochs {:>4}: test acc {:+.4} ({}; {}); log10 train NC1 {} ({}; {})",
+                    t.width,
+                    t.epochs,
+                    t.loss.name(),
+                    t.acc_diff,
+                    welch_text(t.acc_test),
+                    verdict(t.acc_test),
+                    t.log_nc1_diff.map_or("n/a".into(), |d| format!("{d:+.2}")),
+                    welch_text(t.log_nc1_test),
+                    verdict(t.log_nc1_test)
+                );
+            }
         }
         out
     }
 
     /// The Markdown table of one setting: one row per loss.
     pub fn setting_table_markdown(&self, setting: &Setting) -> String {
-        let mut md = String::from("| loss | seeds | test acc (best val) | final train acc | train NC1 init | train NC1 final | train NC2 | train NC3 | test NC1 |\n|---|---|---|---|---|---|---|---|---|\n");
+        let mut md = format!(
+            "| loss | seeds | {} | final test acc | best-val test acc (epoch) | final train acc | train NC1 init | train NC1 final | train NC2 | train NC3 | test NC1 |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+            self.headline.label()
+        );
         for l in &setting.losses {
             let Some(c) = self.cell(l.loss, setting.width, setting.epochs) else {
                 continue;
             };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {:.4} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} ({}) | {:.4} | {} | {} | {} | {} | {} |",
                 c.loss,
                 c.seeds,
                 pm(c.test_acc),
+                pm(c.final_test_acc),
+                pm(c.best_val_test_acc),
+                epochs_text(&c.best_epochs),
                 c.final_train_acc,
                 num(c.initial_train_nc1),
                 num(c.final_train_nc1),
@@ -317,6 +529,65 @@ impl Report {
                 num(c.final_test_nc1)
             );
         }
+        md
+    }
+
+    /// Each loss against CE at every setting where both have runs.
+    pub fn versus_ce(&self) -> Vec<VersusCe> {
+        self.cells
+            .iter()
+            .filter(|c| c.loss != LossKind::Ce)
+            .filter_map(|c| {
+                let ce = self.cell(LossKind::Ce, c.width, c.epochs)?;
+                let mean = |v: &[f64]| (!v.is_empty()).then(|| mean_std(v).0);
+                Some(VersusCe {
+                    width: c.width,
+                    epochs: c.epochs,
+                    loss: c.loss,
+                    acc_diff: c.test_acc.0 - ce.test_acc.0,
+                    acc_test: Welch::test(&c.headline_values, &ce.headline_values),
+                    log_nc1_diff: mean(&c.log_final_train_nc1)
+                        .zip(mean(&ce.log_final_train_nc1))
+                        .map(|(a, b)| a - b),
+                    log_nc1_test: Welch::test(&c.log_final_train_nc1, &ce.log_final_train_nc1),
+                })
+            })
+            .collect()
+    }
+
+    /// The Markdown section of the tests against CE: per setting, one row per loss.
+    pub fn seed_tests_markdown(&self) -> String {
+        let tests = self.versus_ce();
+        if tests.is_empty() {
+            return String::new();
+        }
+        let mut md = format!(
+            "## Against CE, over seeds\n\nEach loss against CE at the same width and epochs: the difference of the \
+             means over seeds, Welch's two-sided t-test (unequal variances; t, its Welch-Satterthwaite degrees of \
+             freedom df, p), and whether p < {SIGNIFICANCE}. Test accuracy is the {}; train NC1 is compared on \
+             log10 of its final value, because it spans decades. With three seeds per loss a test like this \
+             detects only large differences (several seed standard deviations): \"within seed noise\" means not \
+             shown to differ, not shown to be equal.\n\n\
+             | width | epochs | loss | test acc - CE | t, df, p | verdict | log10 train NC1 - CE | t, df, p | verdict |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+            self.headline.label()
+        );
+        for t in &tests {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:+.4} | {} | {} | {} | {} | {} |",
+                t.width,
+                t.epochs,
+                t.loss,
+                t.acc_diff,
+                welch_text(t.acc_test),
+                verdict(t.acc_test),
+                t.log_nc1_diff.map_or("n/a".into(), |d| format!("{d:+.2}")),
+                welch_text(t.log_nc1_test),
+                verdict(t.log_nc1_test)
+            );
+        }
+        md.push('\n');
         md
     }
 
@@ -357,14 +628,20 @@ impl Report {
                 .expect("two or more cells");
             let _ = writeln!(
                 md,
-                "- width {}, {} epochs: test accuracy ranges from {:.4} ({}) to {:.4} ({}), a spread of {:.4}.",
+                "- width {}, {} epochs: {} (mean over seeds) ranges from {:.4} ({}) to {:.4} ({}), a spread of {:.4}; {}",
                 setting.width,
                 setting.epochs,
+                self.headline.label(),
                 worst.test_acc.0,
                 worst.loss,
                 best.test_acc.0,
                 best.loss,
-                best.test_acc.0 - worst.test_acc.0
+                best.test_acc.0 - worst.test_acc.0,
+                if group.iter().all(|c| c.seeds >= 2) {
+                    "the tests against CE below say which differences exceed the seed noise."
+                } else {
+                    "with one seed per loss a spread cannot be told from seed noise."
+                }
             );
         }
         md.push('\n');
@@ -401,7 +678,7 @@ impl Report {
     /// `summary.csv`: one row per finished run, for pandas.
     pub fn summary_csv(&self) -> String {
         let metrics = ["nc1", "nc2", "nc3", "nc4", "bias_relation"];
-        let mut csv = String::from("dir,loss,width,epochs,seed,best_epoch,best_val_acc,best_val_test_acc,final_train_acc,final_test_acc");
+        let mut csv = String::from("dir,loss,width,epochs,seed,best_epoch,best_val_acc,best_val_test_acc,final_train_acc,final_test_acc,terminal_test_acc");
         for split in ["train", "test"] {
             for m in metrics {
                 let _ = write!(csv, ",final_{split}_{m}");
@@ -415,7 +692,7 @@ impl Report {
             let Some(s) = &run.summary else { continue };
             let _ = write!(
                 csv,
-                "{},{},{},{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{},{},{},{}",
                 csv_field(&run.dir.display().to_string()),
                 run.loss.name(),
                 run.width,
@@ -425,7 +702,8 @@ impl Report {
                 opt(s.best_val_acc),
                 s.best_val_test_acc,
                 s.final_train_acc,
-                s.final_test_acc
+                s.final_test_acc,
+                opt(tail_mean(run, "test_acc", TERMINAL_WINDOW))
             );
             for split in ["train", "test"] {
                 for m in metrics {
@@ -436,6 +714,15 @@ impl Report {
         }
         csv
     }
+}
+
+/// The epochs of the seeds' best-validation checkpoints: `12` or `12, 40, 388`.
+fn epochs_text(epochs: &[usize]) -> String {
+    epochs
+        .iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `mean ± std`, or the mean alone for one seed.

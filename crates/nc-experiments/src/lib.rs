@@ -8,6 +8,7 @@
 //! - [`depth`]: neural collapse through depth (runs watching layers) in reports.
 //! - [`comparison`]: feature equivalence between runs, per watched layer as well.
 //! - [`presets`]: the plans of `nclab reproduce`.
+//! - [`stats`]: statistics over seeds (mean, sample std, Welch's t-test).
 //! - [`analysis`]: from a feature set in memory to every NC metric.
 //! - [`sharded`]: feature files, one or several (shards), to every NC metric, streaming;
 //!   the same per shard across processes through partial states.
@@ -25,6 +26,7 @@ pub mod presets;
 pub mod run_dir;
 pub mod runs;
 pub mod sharded;
+pub mod stats;
 pub mod sweep;
 
 pub use error::{Error, Result};

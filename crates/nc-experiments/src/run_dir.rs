@@ -268,8 +268,13 @@ impl RunDir {
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub epochs: usize,
-    /// Epoch with the best validation accuracy (the last epoch when there is no validation split).
+    /// Epoch with the best validation accuracy, ties going to the latest (the last epoch when
+    /// there is no validation split).
     pub best_epoch: usize,
+    /// Samples in the validation split (0 without one); None in files written before it was
+    /// recorded. Reports use it to decide whether best-validation selection can lead.
+    #[serde(default)]
+    pub val_samples: Option<usize>,
     pub best_val_acc: Option<f64>,
     /// Test accuracy of the best-validation checkpoint (as the paper reports it).
     pub best_val_test_acc: f64,

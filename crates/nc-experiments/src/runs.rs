@@ -111,12 +111,22 @@ pub fn read_run(dir: &Path) -> Result<Run> {
         if let Some(model) = map.get_mut("model").and_then(Value::as_object_mut) {
             model.remove("width");
         }
+        // A watched layer's dimension follows the width; runs of one sweep must watch the
+        // same layers (index and name), whatever their widths.
+        if let Some(layers) = map.get_mut("watched_layers").and_then(Value::as_array_mut) {
+            for layer in layers.iter_mut().filter_map(Value::as_object_mut) {
+                layer.remove("dim");
+            }
+        }
     }
     // A run that names no convention belongs with those that say `nclab`, and one with
     // another convention does not.
     let convention = recorded_convention(&fixed);
     if let Some(map) = fixed.as_object_mut() {
         map.insert("convention".into(), convention);
+        // Runs written before the BatchNorm rule was recorded used burn's, the only one.
+        map.entry("batch_norm_running_var")
+            .or_insert_with(|| Value::from("biased"));
     }
 
     let metrics_path = layout.metrics_jsonl();

@@ -1,7 +1,7 @@
 //! The run-directory format end to end: runs written with `run_dir`'s writers (what the
 //! trainer uses) are read back by `runs` and aggregated by `aggregate`.
 
-use nc_experiments::aggregate::Report;
+use nc_experiments::aggregate::{Headline, Report};
 use nc_experiments::run_dir::{
     csv_columns, write_json, write_metrics, MetricsRow, RunDir, Summary,
 };
@@ -52,6 +52,7 @@ fn write_run(dir: &Path, loss: Loss, seed: u64, lr: f64, factor: f64, test_acc: 
         let summary = Summary {
             epochs: 4,
             best_epoch: 3,
+            val_samples: Some(140),
             best_val_acc: Some(0.9),
             best_val_test_acc: acc,
             final_train_acc: 1.0,
@@ -247,5 +248,159 @@ fn a_creation_killed_before_its_first_file_can_be_created_again() {
         RunDir::create(&dir),
         Err(nc_experiments::Error::RunDirNotEmpty { .. })
     ));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Sets `val_samples` (None: as files written before it was recorded) and the
+/// best-validation test accuracy of a written run's summary.
+fn edit_summary(dir: &Path, val_samples: Option<usize>, best_val_test_acc: f64) {
+    let path = RunDir::at(dir).summary();
+    let mut summary: Summary =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    summary.val_samples = val_samples;
+    summary.best_val_test_acc = best_val_test_acc;
+    std::fs::write(&path, serde_json::to_string(&summary).unwrap()).unwrap();
+}
+
+#[test]
+fn best_validation_leads_only_with_a_large_validation_split() {
+    let root = scratch("headline");
+    for (seed, acc) in [(1, 0.90), (2, 0.94)] {
+        write_run(
+            &root.join(format!("ce-s{seed}")),
+            Loss::CrossEntropy,
+            seed,
+            0.1,
+            0.9,
+            Some(acc),
+        );
+    }
+    // 140 validation samples (write_run's): the terminal-phase accuracy (here the final one:
+    // the rows hold no test accuracy) leads.
+    let report = Report::scan(&root).unwrap();
+    assert_eq!(report.headline, Headline::Terminal);
+    assert!(report.headline_reason.contains("140 validation samples"));
+    // 1,000 and more in every run: the best-validation checkpoint's accuracy leads.
+    edit_summary(&root.join("ce-s1"), Some(5000), 0.80);
+    edit_summary(&root.join("ce-s2"), Some(1000), 0.82);
+    let report = Report::scan(&root).unwrap();
+    assert_eq!(report.headline, Headline::BestValidation);
+    let ce = report.cell(LossKind::Ce, 1.0, 4).unwrap();
+    assert!((ce.test_acc.0 - 0.81).abs() < 1e-12, "{:?}", ce.test_acc);
+    assert_eq!(ce.headline_values, [0.80, 0.82]);
+    assert!((ce.final_test_acc.0 - 0.92).abs() < 1e-12);
+    // One run just below the threshold, or one that does not say: terminal again.
+    edit_summary(&root.join("ce-s2"), Some(999), 0.82);
+    assert_eq!(Report::scan(&root).unwrap().headline, Headline::Terminal);
+    edit_summary(&root.join("ce-s2"), None, 0.82);
+    let report = Report::scan(&root).unwrap();
+    assert_eq!(report.headline, Headline::Terminal);
+    assert!(report.headline_reason.contains("do not record"));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn losses_are_tested_against_ce_over_seeds() {
+    let root = scratch("welch");
+    // Final accuracies (the headline here: no validation size is large, no accuracy rows)
+    // and NC1 factors per seed: CE 0.90, 0.92, 0.94; MSE 0.95, 0.96, 0.97.
+    for (seed, ce, mse) in [(1, 0.90, 0.95), (2, 0.92, 0.96), (3, 0.94, 0.97)] {
+        let nc1 = 0.5 + 0.1 * seed as f64;
+        write_run(
+            &root.join(format!("ce-s{seed}")),
+            Loss::CrossEntropy,
+            seed,
+            0.1,
+            nc1,
+            Some(ce),
+        );
+        write_run(
+            &root.join(format!("mse-s{seed}")),
+            Loss::Mse { rescale: 15.0 },
+            seed,
+            0.1,
+            nc1 / 2.0,
+            Some(mse),
+        );
+    }
+    let report = Report::scan(&root).unwrap();
+    let tests = report.versus_ce();
+    assert_eq!(tests.len(), 1);
+    let mse = &tests[0];
+    assert_eq!(mse.loss, LossKind::Mse);
+    assert!((mse.acc_diff - 0.04).abs() < 1e-12);
+    // scipy 1.17.1, ttest_ind([0.95, 0.96, 0.97], [0.90, 0.92, 0.94], equal_var=False):
+    // statistic 3.0983866769659403, df 2.9411764705882404, pvalue 0.05478676604107601. Four
+    // points apart and still within the noise of three seeds.
+    let acc = mse.acc_test.unwrap();
+    assert!((acc.t - 3.0983866769659403).abs() < 1e-9, "{acc:?}");
+    assert!((acc.df - 2.9411764705882404).abs() < 1e-9, "{acc:?}");
+    assert!((acc.p - 0.05478676604107601).abs() < 1e-9, "{acc:?}");
+    // log10 NC1 after 4 epochs: 4 log10(factor) + log10 2; MSE's factor is half CE's in
+    // every seed, so its log NC1 is exactly 4 log10(1/2) lower with the same spread.
+    let diff = mse.log_nc1_diff.unwrap();
+    assert!((diff - 4.0 * 0.5f64.log10()).abs() < 1e-12, "{diff}");
+    // scipy: ttest_ind of 4 log10(f/2) + log10 2 against 4 log10(f) + log10 2 over
+    // f = 0.6, 0.7, 0.8: statistic -5.89680500336587, df 4.0, pvalue 0.004137052244004878.
+    let nc1 = mse.log_nc1_test.unwrap();
+    assert!((nc1.t + 5.89680500336587).abs() < 1e-9, "{nc1:?}");
+    assert!((nc1.df - 4.0).abs() < 1e-9, "{nc1:?}");
+    assert!((nc1.p - 0.004137052244004878).abs() < 1e-9, "{nc1:?}");
+    let md = report.seed_tests_markdown();
+    assert!(
+        md.contains(
+            "| 1 | 4 | mse | +0.0400 | t = 3.10, df = 2.9, p = 0.055 | within seed noise | -1.20 | t = -5.90, df = 4.0, p = 0.004 | differs |"
+        ),
+        "{md}"
+    );
+    assert!(md.contains("three seeds"), "{md}");
+    let text = report.verdict_table();
+    assert!(text.contains("against CE over seeds"), "{text}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Sets a written run's width and the layers its config says it watched, all of dimension
+/// 512 x width.
+fn watch_layers(dir: &Path, width: f64, names: &[&str]) {
+    let path = RunDir::at(dir).config();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config["model"]["width"] = width.into();
+    config["watched_layers"] = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| serde_json::json!({"index": i + 1, "name": name, "dim": (512.0 * width) as usize}))
+        .collect();
+    std::fs::write(&path, config.to_string()).unwrap();
+}
+
+#[test]
+fn runs_of_different_widths_watching_the_same_layers_belong_together() {
+    let root = scratch("layers");
+    write_run(
+        &root.join("narrow"),
+        Loss::CrossEntropy,
+        1,
+        0.1,
+        0.9,
+        Some(0.9),
+    );
+    write_run(
+        &root.join("wide"),
+        Loss::CrossEntropy,
+        1,
+        0.1,
+        0.9,
+        Some(0.9),
+    );
+    // The layer dimensions differ with the width (256 against 512): one sweep.
+    watch_layers(&root.join("narrow"), 0.5, &["hidden1", "hidden2"]);
+    watch_layers(&root.join("wide"), 1.0, &["hidden1", "hidden2"]);
+    let report = Report::scan(&root).unwrap();
+    assert_eq!(report.settings.len(), 2);
+    // Different layers are different settings.
+    watch_layers(&root.join("wide"), 1.0, &["hidden1", "stage2"]);
+    let err = Report::scan(&root).unwrap_err();
+    assert!(err.to_string().contains("watched_layers"), "{err}");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -447,7 +447,9 @@ impl Trainer {
         let val = val_eval(&self.cfg, &self.p, &self.model().valid())?;
         let mut new_best = false;
         if let Some(v) = &val {
-            if self.state.best_val_acc.is_none_or(|b| v.accuracy > b) {
+            // Ties go to the latest epoch: with a small validation split equal accuracies
+            // are frequent, and the later network is the more trained one.
+            if self.state.best_val_acc.is_none_or(|b| v.accuracy >= b) {
                 self.state.best_val_acc = Some(v.accuracy);
                 self.state.best_epoch = Some(epoch);
                 new_best = true;
@@ -712,6 +714,7 @@ impl Trainer {
         let summary = Summary {
             epochs: cfg.epochs,
             best_epoch,
+            val_samples: Some(p.val_idx.len()),
             best_val_acc: state.best_val_acc,
             best_val_test_acc,
             final_train_acc: tr.accuracy,

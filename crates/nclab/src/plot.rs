@@ -65,6 +65,74 @@ pub struct Heatmap {
     pub values: Vec<Vec<Option<f64>>>,
     /// Diverging colours centred on 0 (for differences), else sequential.
     pub diverging: bool,
+    /// What the colour scale measures, written beside it (`accuracy`, `points`, ...).
+    pub units: String,
+}
+
+/// Width in pixels of a label of `text` at the tick font (13 px): a generous 7.5 px per
+/// character, so no tick label is cut off.
+fn label_width(text: &str) -> u32 {
+    (text.chars().count() as f64 * 7.5).ceil() as u32
+}
+
+/// Names shortened the same way everywhere they appear (heatmap ticks, legends): the
+/// longest common prefix and suffix that end at a separator (`/`, `_`, `-`, `.`) are
+/// dropped when every name keeps something, then a name still longer than `max` characters
+/// keeps its start and end around `…`. Distinct names stay distinct unless only their
+/// middles differ beyond `max`; then they are numbered.
+pub fn short_names(names: &[String], max: usize) -> Vec<String> {
+    let is_sep = |c: char| matches!(c, '/' | '_' | '-' | '.');
+    let chars: Vec<Vec<char>> = names.iter().map(|n| n.chars().collect()).collect();
+    let shortest = chars.iter().map(Vec::len).min().unwrap_or(0);
+    let mut prefix = 0;
+    if names.len() > 1 {
+        let common = (0..shortest)
+            .take_while(|&i| chars.iter().all(|c| c[i] == chars[0][i]))
+            .count();
+        prefix = (0..common)
+            .rev()
+            .find(|&i| is_sep(chars[0][i]))
+            .map_or(0, |i| i + 1);
+    }
+    let mut suffix = 0;
+    if names.len() > 1 {
+        let common = (0..shortest - prefix)
+            .take_while(|&i| {
+                chars
+                    .iter()
+                    .all(|c| c[c.len() - 1 - i] == chars[0][chars[0].len() - 1 - i])
+            })
+            .count();
+        suffix = (0..common)
+            .rev()
+            .find(|&i| is_sep(chars[0][chars[0].len() - 1 - i]))
+            .map_or(0, |i| i + 1);
+    }
+    let mut short: Vec<String> = chars
+        .iter()
+        .map(|c| {
+            let kept: Vec<char> = c[prefix..c.len() - suffix].to_vec();
+            if kept.len() <= max || max < 3 {
+                kept.into_iter().collect()
+            } else {
+                let head = (max - 1) / 2;
+                let tail = max - 1 - head;
+                let mut out: String = kept[..head].iter().collect();
+                out.push('…');
+                out.extend(&kept[kept.len() - tail..]);
+                out
+            }
+        })
+        .collect();
+    let mut sorted = short.clone();
+    sorted.sort();
+    sorted.dedup();
+    if sorted.len() < short.len() {
+        for (i, name) in short.iter_mut().enumerate() {
+            *name = format!("{}:{name}", i + 1);
+        }
+    }
+    short
 }
 
 /// Whether values span enough decades (and are all positive) to deserve a log axis.
@@ -102,10 +170,23 @@ pub fn panels(stem: &Path, title: &str, panels: &[Panel], columns: usize) -> Res
 
 /// Writes `stem.png` and `stem.svg` with one heatmap.
 pub fn heatmap(stem: &Path, map: &Heatmap) -> Result<()> {
-    let size = (
-        140 + 110 * map.x_ticks.len() as u32,
-        120 + 60 * map.y_ticks.len() as u32,
-    );
+    let widest_x = map
+        .x_ticks
+        .iter()
+        .map(|t| label_width(t))
+        .max()
+        .unwrap_or(0);
+    let widest_y = map
+        .y_ticks
+        .iter()
+        .map(|t| label_width(t))
+        .max()
+        .unwrap_or(0);
+    let cell = 110.max(widest_x + 16);
+    // y label area, cells, colour bar; at least as wide as the title (18 px font).
+    let width = (widest_y + 60 + cell * map.x_ticks.len() as u32 + COLOUR_BAR_WIDTH)
+        .max(label_width(&map.title) * 3 / 2 + 40);
+    let size = (width, 120 + 60 * map.y_ticks.len() as u32);
     render(stem, size, &Figure::Heatmap(map))
 }
 
@@ -456,11 +537,21 @@ where
     if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
         (lo, hi) = (lo - 1.0, lo + 1.0);
     }
-    let mut chart = ChartBuilder::on(root)
-        .caption(&map.title, (FONT, 18))
+    let widest_y = map
+        .y_ticks
+        .iter()
+        .map(|t| label_width(t))
+        .max()
+        .unwrap_or(0);
+    // The title spans the whole figure, cells and colour bar, so a narrow grid cannot cut it.
+    let root = root.titled(&map.title, (FONT, 18))?;
+    let (width, _) = root.dim_in_pixel();
+    let (cells_area, bar_area) = root.split_horizontally(width.saturating_sub(COLOUR_BAR_WIDTH));
+    draw_colour_bar(&bar_area, lo, hi, map)?;
+    let mut chart = ChartBuilder::on(&cells_area)
         .margin(12)
         .x_label_area_size(45)
-        .y_label_area_size(80)
+        .y_label_area_size(widest_y + 40)
         .build_cartesian_2d(0.0..cols as f64, 0.0..rows as f64)?;
     let (x_ticks, y_ticks) = (map.x_ticks.clone(), map.y_ticks.clone());
     chart
@@ -496,6 +587,52 @@ where
             chart.draw_series(std::iter::once(Text::new(text, (x + 0.5, y + 0.5), style)))?;
         }
     }
+    Ok(())
+}
+
+/// Pixels kept right of the cells for the colour bar and its labels.
+const COLOUR_BAR_WIDTH: u32 = 130;
+
+/// The colour scale from `lo` (bottom) to `hi` (top), its value labels and `map.units`.
+fn draw_colour_bar<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    lo: f64,
+    hi: f64,
+    map: &Heatmap,
+) -> DrawResult<()>
+where
+    DB::ErrorType: 'static,
+{
+    const STEPS: usize = 64;
+    let mut bar = ChartBuilder::on(area)
+        .margin_top(12)
+        .margin_bottom(57)
+        .margin_right(8)
+        .y_label_area_size(62)
+        .build_cartesian_2d(0.0..1.0, lo..hi)?;
+    bar.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_labels(5)
+        .y_desc(&map.units)
+        .y_label_formatter(&|v| {
+            if *v != 0.0 && v.abs() < 1e-3 {
+                format!("{v:.1e}")
+            } else {
+                format!("{v:.4}")
+            }
+        })
+        .label_style((FONT, 12))
+        .draw()?;
+    let step = (hi - lo) / STEPS as f64;
+    bar.draw_series((0..STEPS).map(|i| {
+        let y = lo + i as f64 * step;
+        let t = (i as f64 + 0.5) / STEPS as f64;
+        Rectangle::new(
+            [(0.0, y), (1.0, y + step)],
+            colour_at(t, map.diverging).filled(),
+        )
+    }))?;
     Ok(())
 }
 
@@ -551,6 +688,7 @@ mod tests {
                 y_ticks: vec!["1".into()],
                 values: vec![vec![Some(0.9), None]],
                 diverging: false,
+                units: "accuracy".into(),
             },
         )
         .unwrap();
@@ -576,6 +714,33 @@ mod tests {
             .unwrap()
             .contains("NC1 (train)"));
         assert!(!dir.join("lines.tmp.png").exists());
+    }
+
+    #[test]
+    fn short_names_drop_shared_parts_at_separators_and_stay_distinct() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            short_names(
+                &names(&[
+                    "runs/reproduce/ce_w1_e400_s1",
+                    "runs/reproduce/ls_w1_e400_s1"
+                ]),
+                20
+            ),
+            ["ce", "ls"]
+        );
+        // The shared part must end at a separator: "ce1" and "ce2" keep their whole names.
+        assert_eq!(short_names(&names(&["ce1", "ce2"]), 20), ["ce1", "ce2"]);
+        assert_eq!(
+            short_names(&names(&["only/one_name"]), 20),
+            ["only/one_name"]
+        );
+        let long = short_names(&names(&["a/averyveryverylongname", "a/b"]), 9);
+        assert_eq!(long, ["aver…name", "b"]);
+        assert_eq!(long[0].chars().count(), 9);
+        // Names that only differ in the elided middle are numbered, not merged.
+        let clash = short_names(&names(&["x/abcdefXXghijk", "x/abcdefYYghijk"]), 7);
+        assert_eq!(clash, ["1:abc…ijk", "2:abc…ijk"]);
     }
 
     #[test]

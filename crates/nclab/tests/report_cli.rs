@@ -15,6 +15,8 @@ struct Fixture<'a> {
     nc1_start: f64,
     nc1_factor: f64,
     test_acc: Option<f64>,
+    /// `val_samples` of the summary.
+    val_samples: usize,
 }
 
 fn fixture(loss: &str, seed: u64, nc1_factor: f64, test_acc: Option<f64>) -> Fixture<'_> {
@@ -26,6 +28,7 @@ fn fixture(loss: &str, seed: u64, nc1_factor: f64, test_acc: Option<f64>) -> Fix
         nc1_start: 1.6,
         nc1_factor,
         test_acc,
+        val_samples: 140,
     }
 }
 
@@ -39,6 +42,7 @@ fn write_run(dir: &Path, f: &Fixture<'_>) {
         nc1_start,
         nc1_factor,
         test_acc,
+        val_samples,
     } = *f;
     std::fs::create_dir_all(dir).unwrap();
     let loss_json = match loss {
@@ -56,8 +60,11 @@ fn write_run(dir: &Path, f: &Fixture<'_>) {
     let mut lines = String::new();
     for e in 0..=epochs {
         let nc1 = nc1_start * nc1_factor.powi(e as i32);
+        // Test accuracy rises by 0.01 per epoch to `test_acc` at the last one (0.9 for an
+        // unfinished run).
+        let row_acc = test_acc.unwrap_or(0.9) - 0.01 * (epochs - e) as f64;
         lines.push_str(&format!(
-            "{{\"epoch\":{e},\"lr\":0.1,\"train_loss\":1.0,\"train_acc\":{},\"val_acc\":0.9,\"test_acc\":0.9,\"train_nc1\":{nc1},\"test_nc1\":{},\"train_nc2\":0.5,\"train_nc3\":0.4,\"test_nc4\":null}}\n",
+            "{{\"epoch\":{e},\"lr\":0.1,\"train_loss\":1.0,\"train_acc\":{},\"val_acc\":0.9,\"test_acc\":{row_acc},\"train_nc1\":{nc1},\"test_nc1\":{},\"train_nc2\":0.5,\"train_nc3\":0.4,\"test_nc4\":null}}\n",
             0.5 + 0.5 * e as f64 / epochs as f64,
             2.0 * nc1
         ));
@@ -65,7 +72,9 @@ fn write_run(dir: &Path, f: &Fixture<'_>) {
     std::fs::write(dir.join("metrics.jsonl"), lines).unwrap();
     if let Some(acc) = test_acc {
         let summary = format!(
-            r#"{{"epochs":{epochs},"best_epoch":{epochs},"best_val_acc":0.9,"best_val_test_acc":{acc},"final_train_acc":1.0,"final_test_acc":{acc}}}"#
+            r#"{{"epochs":{epochs},"best_epoch":{},"best_val_acc":0.9,"best_val_test_acc":{},"final_train_acc":1.0,"final_test_acc":{acc},"val_samples":{val_samples}}}"#,
+            epochs - 1,
+            acc - 0.01
         );
         std::fs::write(dir.join("summary.json"), summary).unwrap();
     }
@@ -91,7 +100,7 @@ fn report_from_fixture_runs() {
     );
     write_run(
         &root.join("nested/ls-s2"),
-        &fixture("ls", 2, 0.1, Some(0.96)),
+        &fixture("ls", 2, 0.1, Some(0.98)),
     );
     write_run(&root.join("fl-s1"), &fixture("fl", 1, 0.5, None));
     let (code, stdout, stderr) = nclab(&["report", root.to_str().unwrap()]);
@@ -104,9 +113,26 @@ fn report_from_fixture_runs() {
     assert_png_and_svg(&out.join("heatmap_seed_std_ls"));
 
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
-    // CE: mean of 0.95 and 0.97 = 0.96, sample std = sqrt(2 * 0.01^2 / 1) = 0.014142.
-    assert!(md.contains("| ce | 2 | 0.9600 ± 0.0141 |"), "{md}");
-    assert!(md.contains("| ls | 2 | 0.9600 ± 0.0000 |"), "{md}");
+    // 140 validation samples: the terminal-phase accuracy leads, the mean over the last five
+    // evaluations (epochs 0-4 here), final - 0.02. CE: finals 0.95 and 0.97, terminal 0.93
+    // and 0.95: mean 0.94, sample std sqrt(2 * 0.01^2 / 1) = 0.014142; final 0.96; best-val
+    // 0.01 below final, selected at epoch 3 in both seeds.
+    assert!(md.contains("the mean over the last 5 evaluations"), "{md}");
+    assert!(
+        md.contains("| ce | 2 | 0.9400 ± 0.0141 | 0.9600 ± 0.0141 | 0.9500 ± 0.0141 (3, 3) |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| ls | 2 | 0.9500 ± 0.0141 | 0.9700 ± 0.0141 | 0.9600 ± 0.0141 (3, 3) |"),
+        "{md}"
+    );
+    // LS against CE: terminal 0.94, 0.96 against 0.93, 0.95: difference 0.01, both variances
+    // 1e-4, so t = 0.01 / sqrt(2e-4 / 2) = 0.7071 with df = (1e-4)^2 / (2 (0.5e-4)^2) = 2,
+    // where P(|T_2| >= t) = 1 - t / sqrt(2 + t^2) = 0.5528.
+    assert!(
+        md.contains("| 1 | 4 | ls | +0.0100 | t = 0.71, df = 2.0, p = 0.553 | within seed noise |"),
+        "{md}"
+    );
     // Train NC1 after 4 epochs: ls 1.6 * 0.1^4 = 1.6e-4 (10^4 x lower); ce 1.6 * 0.7^4 =
     // 0.38416 (4.2 x lower), which the findings must call partial collapse.
     assert!(md.contains("1.60e-4"), "{md}");
@@ -133,7 +159,9 @@ fn report_from_fixture_runs() {
         .unwrap()
         .split(',')
         .collect();
-    assert_eq!(ce_row[col("best_val_test_acc")], "0.97");
+    assert_eq!(ce_row[col("best_val_test_acc")], "0.96");
+    let terminal: f64 = ce_row[col("terminal_test_acc")].parse().unwrap();
+    assert!((terminal - 0.95).abs() < 1e-12, "{terminal}");
     assert_eq!(ce_row[col("seed")], "2");
     let final_nc1: f64 = ce_row[col("final_train_nc1")].parse().unwrap();
     assert!((final_nc1 - 0.38416).abs() < 1e-12, "{final_nc1}");
@@ -252,17 +280,30 @@ fn reproduce_dry_run_prints_the_plan_without_training() {
     let (code, stdout, stderr) = nclab(&["reproduce", "--dry-run", "--out", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{stderr}");
     let cells: Vec<&str> = stdout.lines().collect();
-    assert_eq!(cells.len(), 8, "{stdout}");
+    assert_eq!(cells.len(), 24, "{stdout}");
     for loss in ["ce", "ls", "fl", "mse"] {
         for width in ["0.5", "1"] {
-            let name = format!("{loss}_w{width}_e400_s1");
-            assert!(
-                cells.iter().any(|c| c.contains(&name)),
-                "{name} missing: {stdout}"
-            );
+            for seed in 1..=3 {
+                let name = format!("{loss}_w{width}_e400_s{seed}");
+                assert!(
+                    cells.iter().any(|c| c.contains(&name)),
+                    "{name} missing: {stdout}"
+                );
+            }
         }
     }
-    assert!(stderr.contains("8 cells"), "{stderr}");
+    assert!(stderr.contains("24 cells"), "{stderr}");
+    let (code, stdout, _) = nclab(&[
+        "reproduce",
+        "--dry-run",
+        "--seeds",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!((code, stdout.lines().count()), (0, 8), "{stdout}");
+    let (code, _, stderr) = nclab(&["reproduce", "--dry-run", "--seeds", "0"]);
+    assert_eq!(code, 2, "{stderr}");
     assert!(!out.exists(), "a dry run must not create the output folder");
 
     // The paper presets need the data folder, and plan the paper's grid with it.

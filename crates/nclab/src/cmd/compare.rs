@@ -61,6 +61,7 @@ pub fn distances(values: &[Option<f64>]) -> String {
 /// compare.json, compare.csv and one heatmap (PNG and SVG) per quantity.
 pub fn write_outputs(c: &Comparison, out: &Path) -> Result<()> {
     c.write(out)?;
+    let names = plot::short_names(&c.runs, 18);
     for (name, m) in c.matrices() {
         plot::heatmap(
             &out.join(format!("compare_{name}")),
@@ -68,10 +69,17 @@ pub fn write_outputs(c: &Comparison, out: &Path) -> Result<()> {
                 title: name.replace('_', " "),
                 x_label: "run".into(),
                 y_label: "run".into(),
-                x_ticks: c.runs.clone(),
-                y_ticks: c.runs.clone(),
+                x_ticks: names.clone(),
+                y_ticks: names.clone(),
                 values: m.clone(),
                 diverging: false,
+                units: match name {
+                    "train_cka" => "linear CKA (1 = same)",
+                    "test_prediction_agreement" => "agreement (fraction)",
+                    "per_class_accuracy_gap" => "accuracy gap (fraction)",
+                    _ => "distance (0 = same)",
+                }
+                .into(),
             },
         )?;
     }

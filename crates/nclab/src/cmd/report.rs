@@ -65,11 +65,11 @@ pub fn write_report(root: &Path, out: &Path) -> Result<Report> {
     let _ = writeln!(
         md,
         "{} finished runs under `{}`. Metric definitions: docs/metrics.md, under the convention `{}`. \
-         Test accuracy is that of the best-validation checkpoint (the paper's convention); ± is the sample \
-         standard deviation over seeds.\n",
+         {} ± is the sample standard deviation over seeds.\n",
         report.finished().count(),
         root.display(),
-        report.convention
+        report.convention,
+        report.headline_reason
     );
     if !report.unfinished.is_empty() {
         let _ = writeln!(
@@ -144,6 +144,7 @@ pub fn write_report(root: &Path, out: &Path) -> Result<Report> {
         }
     }
     md.push_str(&report.findings_markdown());
+    md.push_str(&report.seed_tests_markdown());
     write_heatmaps(out, &report, &mut md)?;
     md.push_str(
         "\n## Notes\n\n- Test-split curves use the test split's own class means for NC1-NC3, but the training means for NC4 \
@@ -231,6 +232,7 @@ fn write_heatmaps(out: &Path, report: &Report, md: &mut String) -> Result<()> {
                     y_ticks: widths.iter().map(|w| w.to_string()).collect(),
                     values: map.values,
                     diverging: map.diverging,
+                    units: map.units.into(),
                 },
             )?;
             let _ = writeln!(md, "![{stem}]({stem}.png)");

@@ -48,11 +48,18 @@ pub struct Args {
     /// `cpu` or `cuda:N` (passed to every `nclab train`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Seeds per cell, 1..=N (default: the preset's, 3). With one seed the report cannot test
+    /// differences between losses against the seed noise.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub seeds: Option<u64>,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let plan =
+    let mut plan =
         Plan::new(args.preset, args.data_dir.as_deref(), &args.device).map_err(user_error)?;
+    if let Some(seeds) = args.seeds {
+        plan.grid.seeds = (1..=seeds).collect();
+    }
     let mut job = sweep::Job::new(&plan.grid, &args.out, plan.train_args.clone())?;
     job.jobs = args.jobs.unwrap_or(if args.preset.cells_fit_one_core() {
         std::thread::available_parallelism().map_or(1, |n| n.get())
