@@ -524,19 +524,7 @@ where
         .copied()
         .filter(|v| v.is_finite())
         .collect();
-    let (mut lo, mut hi) = known
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
-            (a.min(v), b.max(v))
-        });
-    if map.diverging {
-        let m = lo.abs().max(hi.abs()).max(1e-12);
-        (lo, hi) = (-m, m);
-    }
-    // No finite value, or all equal: any range around them shows the cells.
-    if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater) {
-        (lo, hi) = (lo - 1.0, lo + 1.0);
-    }
+    let (lo, hi) = colour_range(&known, map.diverging);
     let widest_y = map
         .y_ticks
         .iter()
@@ -588,6 +576,35 @@ where
         }
     }
     Ok(())
+}
+
+/// The value range of the colour scale: the values' own range, symmetric about 0 when
+/// `diverging`. Never empty, never infinite and never narrower than 1e-9 of its size (the
+/// colour bar's axis needs a proper range: with none, no finite value, or values all
+/// equal, choosing its tick marks never ended).
+fn colour_range(values: &[f64], diverging: bool) -> (f64, f64) {
+    let (mut lo, mut hi) = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    if lo > hi {
+        return if diverging { (-1.0, 1.0) } else { (0.0, 1.0) };
+    }
+    if diverging {
+        let m = lo.abs().max(hi.abs());
+        (lo, hi) = (-m, m);
+    }
+    let size = lo.abs().max(hi.abs());
+    if size == 0.0 {
+        return (-1.0, 1.0);
+    }
+    if hi - lo < 1e-9 * size {
+        let centre = 0.5 * (lo + hi);
+        (lo, hi) = (centre - 0.5 * size, centre + 0.5 * size);
+    }
+    (lo, hi)
 }
 
 /// Pixels kept right of the cells for the colour bar and its labels.
@@ -714,6 +731,49 @@ mod tests {
             .unwrap()
             .contains("NC1 (train)"));
         assert!(!dir.join("lines.tmp.png").exists());
+    }
+
+    #[test]
+    fn colour_ranges_are_proper_for_degenerate_values() {
+        assert_eq!(colour_range(&[0.2, 0.9, 0.5], false), (0.2, 0.9));
+        assert_eq!(colour_range(&[-0.01, 0.004], true), (-0.01, 0.01));
+        // None finite, all equal, all zero: a proper range around them.
+        assert_eq!(colour_range(&[], false), (0.0, 1.0));
+        assert_eq!(colour_range(&[f64::NAN, f64::INFINITY], true), (-1.0, 1.0));
+        assert_eq!(colour_range(&[0.0, 0.0], true), (-1.0, 1.0));
+        assert_eq!(colour_range(&[0.0], false), (-1.0, 1.0));
+        let (lo, hi) = colour_range(&[0.93, 0.93], false);
+        assert!(lo < 0.93 && hi > 0.93 && hi - lo >= 0.9, "{lo} {hi}");
+    }
+
+    #[test]
+    fn heatmaps_of_degenerate_values_are_drawn() {
+        let dir =
+            std::env::temp_dir().join(format!("nclab-plot-degenerate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, values, diverging) in [
+            ("none", vec![vec![None, None]], false),
+            ("zeros", vec![vec![Some(0.0), Some(0.0)]], true),
+            ("equal", vec![vec![Some(0.93), Some(0.93)]], false),
+            ("tiny", vec![vec![Some(1e-14), Some(-2e-14)]], true),
+        ] {
+            heatmap(
+                &dir.join(name),
+                &Heatmap {
+                    title: name.into(),
+                    x_label: "epochs".into(),
+                    y_label: "width".into(),
+                    x_ticks: vec!["100".into(), "200".into()],
+                    y_ticks: vec!["1".into()],
+                    values,
+                    diverging,
+                    units: "accuracy".into(),
+                },
+            )
+            .unwrap();
+            assert!(dir.join(format!("{name}.png")).is_file());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -254,7 +254,8 @@ fn half_written_runs() {
         stderr.contains("cannot be read") && stderr.contains("metrics.jsonl line 2"),
         "{stderr}"
     );
-    assert!(stdout.contains("0.9500"), "{stdout}");
+    // The good run's terminal-phase accuracy: the mean of its five rows, 0.95 - 0.02.
+    assert!(stdout.contains("0.9300"), "{stdout}");
     let md = std::fs::read_to_string(root.join("report/report.md")).unwrap();
     assert!(
         md.contains("could not be read") && md.contains("metrics.jsonl line 2"),
