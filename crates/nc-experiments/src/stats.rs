@@ -254,7 +254,10 @@ mod tests {
             (0.9999, 10000.0, 0.5, 0.1572940177633515),
         ] {
             let ours = regularized_incomplete_beta(x, a, b);
-            assert!(close(ours, value, 1e-8), "I_{x}({a}, {b}) = {ours}, not {value}");
+            assert!(
+                close(ours, value, 1e-8),
+                "I_{x}({a}, {b}) = {ours}, not {value}"
+            );
         }
     }
 
