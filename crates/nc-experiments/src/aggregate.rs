@@ -188,6 +188,22 @@ pub struct VersusCe {
     pub log_nc1_test: Option<Welch>,
 }
 
+impl VersusCe {
+    /// The six printed fields, in table order: accuracy difference, its test, its verdict,
+    /// log10 NC1 difference, its test, its verdict.
+    fn fields(&self) -> [String; 6] {
+        [
+            format!("{:+.4}", self.acc_diff),
+            welch_text(self.acc_test),
+            verdict(self.acc_test).into(),
+            self.log_nc1_diff
+                .map_or("n/a".into(), |d| format!("{d:+.2}")),
+            welch_text(self.log_nc1_test),
+            verdict(self.log_nc1_test).into(),
+        ]
+    }
+}
+
 /// The significance level the findings use.
 pub const SIGNIFICANCE: f64 = 0.05;
 
@@ -484,18 +500,13 @@ impl Report {
                 "\nagainst CE over seeds (Welch's two-sided t-test, p < {SIGNIFICANCE}: differs):"
             );
             for t in &tests {
+                let [acc, acc_test, acc_verdict, nc1, nc1_test, nc1_verdict] = t.fields();
                 let _ = writeln!(
                     out,
-                    "  width {} {} epochs {:>4}: test acc {:+.4} ({}; {}); log10 train NC1 {} ({}; {})",
+                    "  width {} {} epochs {:>4}: test acc {acc} ({acc_test}; {acc_verdict}); log10 train NC1 {nc1} ({nc1_test}; {nc1_verdict})",
                     t.width,
                     t.epochs,
                     t.loss.name(),
-                    t.acc_diff,
-                    welch_text(t.acc_test),
-                    verdict(t.acc_test),
-                    t.log_nc1_diff.map_or("n/a".into(), |d| format!("{d:+.2}")),
-                    welch_text(t.log_nc1_test),
-                    verdict(t.log_nc1_test)
                 );
             }
         }
@@ -565,8 +576,8 @@ impl Report {
             "## Against CE, over seeds\n\nEach loss against CE at the same width and epochs: the difference of the \
              means over seeds, Welch's two-sided t-test (unequal variances; t, its Welch-Satterthwaite degrees of \
              freedom df, p), and whether p < {SIGNIFICANCE}. Test accuracy is the {}; train NC1 is compared on \
-             log10 of its final value, because it spans decades. With three seeds per loss a test like this \
-             detects only large differences (several seed standard deviations): \"within seed noise\" means not \
+             log10 of its final value, because it spans decades. With a few seeds per loss (the default job \
+             has three seeds) a test like this detects only large differences (several seed standard deviations): \"within seed noise\" means not \
              shown to differ, not shown to be equal.\n\n\
              | width | epochs | loss | test acc - CE | t, df, p | verdict | log10 train NC1 - CE | t, df, p | verdict |\n\
              |---|---|---|---|---|---|---|---|---|\n",
@@ -575,16 +586,11 @@ impl Report {
         for t in &tests {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {:+.4} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} |",
                 t.width,
                 t.epochs,
                 t.loss,
-                t.acc_diff,
-                welch_text(t.acc_test),
-                verdict(t.acc_test),
-                t.log_nc1_diff.map_or("n/a".into(), |d| format!("{d:+.2}")),
-                welch_text(t.log_nc1_test),
-                verdict(t.log_nc1_test)
+                t.fields().join(" | ")
             );
         }
         md.push('\n');

@@ -29,7 +29,7 @@ pub(crate) fn multiply<T: ComplexField>(
 /// faer's AVX-512 kernels return with the upper halves of the vector registers in use.
 /// Until they are cleared, every SSE instruction pays a state-transition penalty on some
 /// CPUs, and SSE is what all code built for the default x86-64 target uses, libm's `exp`
-/// included: on the 2-core Xeon of bench/ufm/README.md one `exp` took 220 ns after a faer
+/// included: on the 2-core AMD EPYC of bench/ufm/README.md one `exp` took 220 ns after a faer
 /// product instead of 7 ns, which made the softmax of the UFM objective 55% of a solve.
 #[inline]
 pub(crate) fn clear_upper_vector_state() {

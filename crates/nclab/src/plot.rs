@@ -75,6 +75,11 @@ fn label_width(text: &str) -> u32 {
     (text.chars().count() as f64 * 7.5).ceil() as u32
 }
 
+/// [`label_width`] of the longest of `labels` (0 for none).
+fn widest_label(labels: &[String]) -> u32 {
+    labels.iter().map(|t| label_width(t)).max().unwrap_or(0)
+}
+
 /// Names shortened the same way everywhere they appear (heatmap ticks, legends): the
 /// longest common prefix and suffix that end at a separator (`/`, `_`, `-`, `.`) are
 /// dropped when every name keeps something, then a name still longer than `max` characters
@@ -170,18 +175,7 @@ pub fn panels(stem: &Path, title: &str, panels: &[Panel], columns: usize) -> Res
 
 /// Writes `stem.png` and `stem.svg` with one heatmap.
 pub fn heatmap(stem: &Path, map: &Heatmap) -> Result<()> {
-    let widest_x = map
-        .x_ticks
-        .iter()
-        .map(|t| label_width(t))
-        .max()
-        .unwrap_or(0);
-    let widest_y = map
-        .y_ticks
-        .iter()
-        .map(|t| label_width(t))
-        .max()
-        .unwrap_or(0);
+    let (widest_x, widest_y) = (widest_label(&map.x_ticks), widest_label(&map.y_ticks));
     let cell = 110.max(widest_x + 16);
     // y label area, cells, colour bar; at least as wide as the title (18 px font).
     let width = (widest_y + 60 + cell * map.x_ticks.len() as u32 + COLOUR_BAR_WIDTH)
@@ -525,12 +519,7 @@ where
         .filter(|v| v.is_finite())
         .collect();
     let (lo, hi) = colour_range(&known, map.diverging);
-    let widest_y = map
-        .y_ticks
-        .iter()
-        .map(|t| label_width(t))
-        .max()
-        .unwrap_or(0);
+    let widest_y = widest_label(&map.y_ticks);
     // The title spans the whole figure, cells and colour bar, so a narrow grid cannot cut it.
     let root = root.titled(&map.title, (FONT, 18))?;
     let (width, _) = root.dim_in_pixel();
